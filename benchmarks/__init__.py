@@ -1,0 +1,1 @@
+"""benchmarks: see design.md §2 (never imports torch)."""

@@ -1,0 +1,1 @@
+"""calibration: see design.md §2 (never imports torch)."""

@@ -1,0 +1,1 @@
+"""edgebind runtime: the torch-free core (stdlib + numpy at module level)."""

@@ -1,0 +1,1 @@
+"""Per-modality preprocessing in numpy: sensor units in, model-ready arrays out."""

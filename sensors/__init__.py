@@ -1,0 +1,1 @@
+"""sensors: see design.md §2 (never imports torch)."""
