@@ -80,9 +80,7 @@ def check_state_dict(model: nn.Module, state_dict: Mapping[str, Tensor]) -> None
     expected = model.state_dict()
     for key, tensor in expected.items():
         if key not in state_dict:
-            raise CheckpointError(
-                f"checkpoint is missing {key} (expected shape {_shape(tensor)}, found none); {HINT}"
-            )
+            raise CheckpointError(f"checkpoint is missing {key} (expected shape {_shape(tensor)}, found none); {HINT}")
         found = state_dict[key]
         if tuple(found.shape) != tuple(tensor.shape):
             raise CheckpointError(

@@ -67,9 +67,7 @@ class TowerConfig:
     def patch_grid(self) -> tuple[int, ...]:
         """Patch counts per spatial/temporal axis of the stem (empty for text)."""
         dims = self.input_shape[1:]
-        return tuple(
-            (n - k) // s + 1 for n, k, s in zip(dims, self.kernel_size, self.patch_stride, strict=True)
-        )
+        return tuple((n - k) // s + 1 for n, k, s in zip(dims, self.kernel_size, self.patch_stride, strict=True))
 
     @property
     def num_tokens(self) -> int:

@@ -133,7 +133,7 @@ def export_tower(
     tower = _Tower(model.eval(), modality).eval()
     example = example_input(modality, row_shape, batch=2, seed=0)
     name = input_name(modality)
-    external = sum(p.numel() * p.element_size() for p in model.parameters()) > EXTERNAL_DATA_BYTES
+    external = _tower_bytes(model, modality) > EXTERNAL_DATA_BYTES
     out_path.parent.mkdir(parents=True, exist_ok=True)
     _run_exporter(tower, example, name, out_path, opset=opset, external=external)
     proto = onnx.load(str(out_path), load_external_data=False)
@@ -154,6 +154,15 @@ def export_tower(
         cosine_min=cos_min,
         max_abs_per_scale=max_rel,
     )
+
+
+def _tower_bytes(model: torch.nn.Module, modality: Modality) -> int:
+    """Bytes of the weights one modality's graph carries (other towers are not exported)."""
+    total = 0
+    for name, tensor in model.state_dict().items():
+        if name.split(".")[1] == modality.value:
+            total += tensor.numel() * tensor.element_size()
+    return total
 
 
 def _run_exporter(

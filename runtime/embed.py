@@ -37,6 +37,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--rate-hz", type=float, help="sample rate of IMU inputs without timestamps")
     p.add_argument("--backend", default="ort", choices=available_backends())
     p.add_argument("--threads", type=int, default=0, help="intra-op threads (0: backend default)")
+    p.add_argument(
+        "--provider",
+        action="append",
+        dest="providers",
+        help="ONNX Runtime execution provider, repeatable, in priority order (default: CPUExecutionProvider)",
+    )
     p.add_argument("--skip-hash-check", action="store_true", help="do not verify artifact SHA-256 digests")
     return p
 
@@ -54,7 +60,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"error: {len(errors)} of {len(args.inputs)} input(s) failed; nothing written", file=sys.stderr)
             return 2
         start = time.perf_counter()
-        with Embedder(manifest, args.backend, intra_op_threads=args.threads) as embedder:
+        providers = tuple(args.providers or ("CPUExecutionProvider",))
+        with Embedder(manifest, args.backend, intra_op_threads=args.threads, providers=providers) as embedder:
             batch = embedder.embed(modality, x)
         elapsed_s = time.perf_counter() - start
         vectors = batch.unit() if args.unit else batch.vectors

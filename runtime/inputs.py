@@ -15,6 +15,7 @@ from numpy.typing import NDArray
 
 from runtime.config_util import config_from_dict, config_to_dict
 from runtime.errors import ConfigError, EdgebindError, InputError
+from runtime.fileio import read_npy
 from runtime.manifest import ModalitySpec
 from runtime.preprocess import audio, depth, imu, thermal, vision
 from runtime.tokenizer import CONTEXT_LENGTH, VOCAB_SHA256, ClipTokenizer
@@ -163,14 +164,7 @@ def tokenize(texts: Sequence[str], vocab_path: Path) -> NDArray[np.int64]:
 
 def load_preprocessed(path: str | Path, spec: ModalitySpec) -> NDArray[np.generic]:
     """Read one ``.npy`` already in the model's input layout, batch first (no pickles)."""
-    try:
-        arr = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
-    except (OSError, ValueError, EOFError) as exc:
-        raise InputError(f"{path}: not a readable .npy array ({exc})") from None
-    if not isinstance(arr, np.ndarray):
-        raise InputError(f"{path}: expected one .npy array, not an .npz archive")
+    arr = read_npy(path)
     want = np.dtype(spec.input.dtype)
     if arr.dtype.kind != want.kind or (want.kind == "i" and arr.dtype.itemsize > want.itemsize):
         raise InputError(f"{path}: dtype {arr.dtype} but the {spec.modality.value} encoder takes {want}")

@@ -15,7 +15,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import html
-import importlib
 import importlib.metadata
 import itertools
 from collections.abc import Sequence
@@ -26,6 +25,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from runtime.errors import BundleError, InputError
+from runtime.fileio import import_extra
 
 VOCAB_FILENAME = "bpe_simple_vocab_16e6.txt.gz"
 # SHA-256 of the gzip file bytes (open_clip_torch 3.3.0; same file as OpenAI CLIP's).
@@ -34,7 +34,6 @@ N_MERGES = 49152 - 256 - 2  # merge lines used after the version header: 48,894
 CONTEXT_LENGTH = 77  # tokens per sequence, SOT and EOT included
 SOT_TOKEN = "<|startoftext|>"
 EOT_TOKEN = "<|endoftext|>"
-_EXTRA_HINT = "install it with `pip install 'edgebind[inputs]'`"
 _CACHE_LIMIT = 65536  # BPE results kept per tokenizer before the cache is reset
 # Case-insensitive; alternatives in order: special tokens, contractions, a letter
 # run, one digit, a run of characters that are neither space, letter nor digit.
@@ -42,14 +41,6 @@ _PRETOKEN_PATTERN = (
     r"<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d"
     r"|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"
 )
-
-
-def _import_extra(name: str) -> Any:
-    """Import optional module ``name`` or raise a one-line error naming the pip extra."""
-    try:
-        return importlib.import_module(name)
-    except ImportError:
-        raise InputError(f"text tokenisation needs the {name!r} package: {_EXTRA_HINT}") from None
 
 
 def bytes_to_unicode() -> dict[int, str]:
@@ -201,7 +192,7 @@ class ClipTokenizer:
     def text_ids(self, text: str) -> list[int]:
         """Return the BPE ids of one cleaned string, without SOT/EOT or truncation."""
         if self._pattern is None:
-            regex_module = _import_extra("regex")
+            regex_module = import_extra("regex", "text tokenisation")
             self._pattern = regex_module.compile(_PRETOKEN_PATTERN, regex_module.IGNORECASE)
         ids: list[int] = []
         for piece in self._pattern.findall(self.clean(text)):
@@ -212,7 +203,7 @@ class ClipTokenizer:
     def clean(self, text: str) -> str:
         """ftfy fix, HTML-unescape twice, collapse whitespace runs to one space, strip, lowercase."""
         if self._ftfy is None:
-            self._ftfy = _import_extra("ftfy")
+            self._ftfy = import_extra("ftfy", "text tokenisation")
         text = html.unescape(html.unescape(self._ftfy.fix_text(text))).strip()
         return " ".join(text.split()).lower()
 

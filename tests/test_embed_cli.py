@@ -42,6 +42,8 @@ def test_text_strings_reproduce_official(tiny_bundle: Path, official_dir: Path, 
     out = tmp_path / "t.npy"
     assert _run(["--bundle", tiny_bundle, "--modality", "text", *texts, "--out", out]) == 0
     _close(np.load(out), np.load(official_dir / "emb/text_b4_fp64.npy"), SCALES["text"])
+    assert _run(["--bundle", tiny_bundle, "--modality", "text", texts[0], "--out", out]) == 0
+    _close(np.load(out), np.load(official_dir / "emb/text_b1_fp64.npy"), SCALES["text"])
 
 
 def test_audio_wavs_reproduce_official(tiny_bundle: Path, official_dir: Path, tmp_path: Path) -> None:
@@ -168,3 +170,13 @@ def test_embedding_never_imports_torch(tiny_bundle: Path, official_dir: Path, tm
     cmd = [sys.executable, "-c", code]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_unavailable_execution_provider_is_named(
+    tiny_bundle: Path, official_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = official_dir / "inputs/imu.npy"
+    code = _run(["--bundle", tiny_bundle, "--modality", "imu", "--preprocessed", src, "--out", tmp_path / "o.npy",
+                 "--provider", "NoSuchExecutionProvider"])  # fmt: skip
+    assert code == 2
+    assert "lacks NoSuchExecutionProvider" in capsys.readouterr().err

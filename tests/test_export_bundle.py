@@ -118,3 +118,46 @@ def test_onnx_matches_torch_at_other_batch_sizes(tiny_bundle: Path) -> None:
             with OrtBackend(manifest.path(spec.artifact().file)) as ort:
                 got = ort.infer({spec.input.name: x.numpy()})[spec.output.name]
             assert np.abs(got - ref).max() <= 1e-4 * spec.output_scale, (mod, batch)
+
+
+def test_raw_sensor_files_through_fixture_recipes_reproduce_official(
+    tmp_path: Path, official_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """File loaders -> manifest-driven preprocessing -> ONNX equals the official embeddings.
+
+    The bundle's depth/thermal/IMU constants are set (through --preprocess) to the
+    recipes that made the fixtures' model inputs, so raw files must land on the goldens.
+    """
+    from runtime.embed import main as embed_main
+    from runtime.preprocess.depth import DepthPreprocess
+    from runtime.preprocess.imu import ImuPreprocess
+    from runtime.preprocess.thermal import ThermalPreprocess
+
+    over = tmp_path / "fixture_recipes.json"
+    recipes = {
+        "depth": DepthPreprocess.fixture().to_dict(),
+        "thermal": ThermalPreprocess.fixture().to_dict(),
+        "imu": ImuPreprocess.fixture().to_dict(),
+    }
+    over.write_text(json.dumps(recipes))
+    bundle = tmp_path / "b"
+    assert main(["bundle", "--config", str(TINY_CONFIG), "--checkpoint", str(TINY_CHECKPOINT), "--out", str(bundle),
+                 "--modalities", "depth", "thermal", "imu", "--preprocess", str(over), "--quiet"]) == 0  # fmt: skip
+    raw = official_dir / "raw"
+    cases = {
+        "depth": ([raw / "depth_m.npy", raw / "depth2_m.npy"], 5.0, []),
+        "thermal": ([raw / "thermal_8bit.png", raw / "thermal2_8bit.png"], 10.0, []),
+        "imu": ([raw / "imu_6x2000.npy", raw / "imu2_6x2000.npy"], 5.0, ["--rate-hz", "200"]),
+    }
+    for modality, (files, scale, extra) in cases.items():
+        out = tmp_path / f"{modality}.npy"
+        argv = ["--bundle", str(bundle), "--modality", modality, *map(str, files), "--out", str(out), *extra]
+        assert embed_main(argv) == 0, capsys.readouterr().err
+        got, gold = np.load(out), np.load(official_dir / f"emb/{modality}_b2_fp64.npy")
+        cos = np.sum(got * gold, 1) / np.linalg.norm(got, axis=1) / np.linalg.norm(gold, axis=1)
+        assert cos.min() >= 0.99999 and np.abs(got - gold).max() <= 1e-4 * scale, (modality, cos)
+    # The depth PNG in millimetres is the same scene quantised to mm: same embedding.
+    out = tmp_path / "depth_png.npy"
+    argv = ["--bundle", str(bundle), "--modality", "depth", str(raw / "depth_mm.png"), "--out", str(out)]
+    assert embed_main(argv) == 0
+    np.testing.assert_allclose(np.load(out)[0], np.load(tmp_path / "depth.npy")[0], atol=1e-5 * 5.0)

@@ -160,9 +160,7 @@ def file_to_clips(
     # a private float32 copy: the in-place quirk below must never reach the caller's array
     wave = _checked_waveform(waveform, rate_hz, "file_to_clips")
     if rate_hz != cfg.sample_rate_hz:
-        wave = resample(
-            wave, int(rate_hz), cfg.sample_rate_hz, cfg.resample_lowpass_filter_width, cfg.resample_rolloff
-        )
+        wave = resample(wave, int(rate_hz), cfg.sample_rate_hz, cfg.resample_lowpass_filter_width, cfg.resample_rolloff)
     clips = []
     for start, end in clip_ranges(wave.shape[1], cfg):
         clip = wave[:, start:end]  # a view into the shared buffer, as upstream

@@ -36,7 +36,6 @@ Pillow is imported inside :func:`read_depth_m` and only for PNG files.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +45,7 @@ from numpy.typing import NDArray
 
 from runtime.config_util import config_from_dict, config_to_dict
 from runtime.errors import ConfigError, InputError
+from runtime.fileio import import_extra, read_npy
 from runtime.preprocess.resize import center_crop, resize_bilinear
 
 _REPRESENTATIONS = ("disparity", "inverse", "depth")
@@ -323,7 +323,7 @@ def read_depth_m(path: str | Path, cfg: DepthPreprocess | None = None) -> NDArra
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".npy":
-        raw = _read_npy(path)
+        raw = read_npy(path)
     elif suffix == ".png":
         raw = _read_png16(path)
         if cfg.png_decode == "sunrgbd":
@@ -339,20 +339,8 @@ def read_depth_m(path: str | Path, cfg: DepthPreprocess | None = None) -> NDArra
     raise InputError(f"{path}: depth array has dtype {raw.dtype}; expected float metres or integer units")
 
 
-def _read_npy(path: Path) -> NDArray[Any]:
-    try:
-        arr = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
-    except (OSError, ValueError, EOFError) as exc:
-        raise InputError(f"{path}: not a readable .npy array ({exc}); re-save it with numpy.save") from None
-    if not isinstance(arr, np.ndarray):
-        raise InputError(f"{path}: expected one .npy array, not an .npz archive")
-    return arr
-
-
 def _read_png16(path: Path) -> NDArray[np.uint16]:
-    image_module = _pil_image()
+    image_module = import_extra("PIL.Image", "PNG decoding")
     try:
         with image_module.open(path) as image:
             image.load()
@@ -369,13 +357,3 @@ def _read_png16(path: Path) -> NDArray[np.uint16]:
     if arr.dtype.kind == "i" and arr.size and (arr.min() < 0 or arr.max() > 0xFFFF):
         raise InputError(f"{path}: PNG values outside 0..65535; expected 16-bit depth")
     return arr.astype(np.uint16)
-
-
-def _pil_image() -> Any:
-    """Return the ``PIL.Image`` module or raise a one-line error naming the pip extra."""
-    try:
-        return importlib.import_module("PIL.Image")
-    except ImportError:
-        raise InputError(
-            "PNG decoding needs the 'pillow' package: install it with `pip install 'edgebind[inputs]'`"
-        ) from None

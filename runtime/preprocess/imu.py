@@ -38,6 +38,7 @@ from numpy.typing import NDArray
 
 from runtime.config_util import config_from_dict, config_to_dict
 from runtime.errors import ConfigError, InputError
+from runtime.fileio import read_npy
 
 MODEL_CHANNELS = ("ax", "ay", "az", "gx", "gy", "gz")
 TIME_COLUMN = "t_s"
@@ -288,15 +289,9 @@ def load_imu(path: str | Path, rate_hz: float | None = None, cfg: ImuPreprocess 
 
 
 def _read_npy(path: Path, cfg: ImuPreprocess) -> NDArray[Any]:
-    try:
-        arr = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
-    except (OSError, ValueError, EOFError) as exc:
-        raise InputError(f"{path}: not a readable .npy array ({exc}); re-save it with numpy.save") from None
-    if not isinstance(arr, np.ndarray) or arr.ndim != 2 or 6 not in arr.shape:
-        shape = getattr(arr, "shape", "an .npz archive")
-        raise InputError(f"{path}: expected IMU samples (N, 6) or (6, N), got {shape}")
+    arr = read_npy(path)
+    if arr.ndim != 2 or 6 not in arr.shape:
+        raise InputError(f"{path}: expected IMU samples (N, 6) or (6, N), got {arr.shape}")
     layout = cfg.npy_layout
     if layout == "auto":
         if arr.shape == (6, 6):

@@ -77,9 +77,7 @@ def resample(
     return out[:, :n_out].astype(np.float32).reshape(*lead_shape, n_out)
 
 
-def _apply_kernel(
-    flat: NDArray[np.float32], kernel: NDArray[np.float32], width: int, orig: int
-) -> NDArray[np.float64]:
+def _apply_kernel(flat: NDArray[np.float32], kernel: NDArray[np.float32], width: int, orig: int) -> NDArray[np.float64]:
     """Strided polyphase convolution (torch ``conv1d`` with stride ``orig``), phases interleaved.
 
     Output step ``s`` of phase ``j`` is ``sum_k padded[s * orig + k] * kernel[j, k]``
@@ -128,9 +126,7 @@ def _target_length(n_in: int, orig: int, new: int) -> int:
 
 
 @functools.lru_cache(maxsize=16)
-def _sinc_kernel(
-    orig: int, new: int, lowpass_filter_width: int, rolloff: float
-) -> tuple[NDArray[np.float32], int]:
+def _sinc_kernel(orig: int, new: int, lowpass_filter_width: int, rolloff: float) -> tuple[NDArray[np.float32], int]:
     """Hann-windowed sinc kernels for reduced rates ``orig -> new``.
 
     Returns:

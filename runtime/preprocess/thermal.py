@@ -25,7 +25,6 @@ Pillow is imported inside functions, only for PNG files and 8-bit bicubic resizi
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,12 +34,14 @@ from numpy.typing import NDArray
 
 from runtime.config_util import config_from_dict, config_to_dict
 from runtime.errors import ConfigError, InputError
+from runtime.fileio import import_extra, read_npy
 from runtime.preprocess.resize import center_crop, resize_bicubic_pil, resize_bilinear, short_side_size
 
 _RANGE_MODES = ("fixed", "per_image")
 _RESIZES = ("bicubic", "bilinear")
 _NORMALIZATIONS = ("none", "per_image", "fixed")
 _CELSIUS_HINT_K = 150.0  # a frame entirely below this is not plausibly kelvin
+_PIL_PURPOSE = "thermal PNG decoding and 8-bit bicubic resizing"
 
 
 @dataclass(frozen=True)
@@ -216,7 +217,7 @@ def _resize_uint8(img: NDArray[np.uint8], cfg: ThermalPreprocess) -> NDArray[np.
     out_h, out_w = short_side_size(img.shape[0], img.shape[1], cfg.size)
     if cfg.resize == "bilinear":
         return resize_bilinear(img.astype(np.float32) / np.float32(255.0), out_h, out_w)
-    image_module = _pil_image()
+    image_module = import_extra("PIL.Image", _PIL_PURPOSE)
     pil = image_module.fromarray(np.ascontiguousarray(img))  # uint8 (H, W) -> mode "L"
     resized = np.asarray(pil.resize((out_w, out_h), image_module.Resampling.BICUBIC), dtype=np.uint8)
     return resized.astype(np.float32) / np.float32(255.0)
@@ -260,7 +261,7 @@ def read_thermal(path: str | Path) -> NDArray[Any]:
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".npy":
-        arr = _read_npy(path)
+        arr = read_npy(path)
     elif suffix == ".png":
         arr = _read_png(path)
     else:
@@ -270,20 +271,8 @@ def read_thermal(path: str | Path) -> NDArray[Any]:
     return arr
 
 
-def _read_npy(path: Path) -> NDArray[Any]:
-    try:
-        arr = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
-    except (OSError, ValueError, EOFError) as exc:
-        raise InputError(f"{path}: not a readable .npy array ({exc}); re-save it with numpy.save") from None
-    if not isinstance(arr, np.ndarray):
-        raise InputError(f"{path}: expected one .npy array, not an .npz archive")
-    return arr
-
-
 def _read_png(path: Path) -> NDArray[Any]:
-    image_module = _pil_image()
+    image_module = import_extra("PIL.Image", _PIL_PURPOSE)
     try:
         with image_module.open(path) as image:
             image.load()
@@ -304,14 +293,3 @@ def _int_to_uint16(arr: NDArray[Any], path: Path) -> NDArray[np.uint16]:
     if arr.size and (arr.min() < 0 or arr.max() > 0xFFFF):
         raise InputError(f"{path}: PNG values outside 0..65535; expected 16-bit radiometric counts")
     return arr.astype(np.uint16)
-
-
-def _pil_image() -> Any:
-    """Return the ``PIL.Image`` module or raise a one-line error naming the pip extra."""
-    try:
-        return importlib.import_module("PIL.Image")
-    except ImportError:
-        raise InputError(
-            "thermal PNG decoding and 8-bit bicubic resizing need the 'pillow' package: "
-            "install it with `pip install 'edgebind[inputs]'`"
-        ) from None

@@ -12,7 +12,6 @@ Pillow is imported inside the functions that need it.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,22 +21,13 @@ import numpy as np
 from numpy.typing import NDArray
 
 from runtime.errors import ConfigError, InputError
+from runtime.fileio import import_extra
 
 # A ``PIL.Image.Image``; typed loosely so Pillow is not imported at module level.
 PilImage = Any
 
 _RESAMPLE = {"bicubic": "BICUBIC", "bilinear": "BILINEAR", "nearest": "NEAREST"}
 _CROPS = ("center",)
-
-
-def _pil_image() -> Any:
-    """Return the ``PIL.Image`` module or raise a one-line error naming the pip extra."""
-    try:
-        return importlib.import_module("PIL.Image")
-    except ImportError:
-        raise InputError(
-            "image decoding needs the 'pillow' package: install it with `pip install 'edgebind[inputs]'`"
-        ) from None
 
 
 @dataclass(frozen=True)
@@ -86,7 +76,7 @@ def load_image(path: str | Path) -> PilImage:
     Raises:
         InputError: the file is missing, not an image, truncated or corrupt.
     """
-    image_module = _pil_image()
+    image_module = import_extra("PIL.Image", "image decoding")
     path = Path(path)
     try:
         with image_module.open(path) as image:
@@ -111,9 +101,7 @@ def resized_size(width: int, height: int, size: int) -> tuple[int, int]:
     return int(size * width / height), size
 
 
-def preprocess_image(
-    image: PilImage | NDArray[np.uint8], cfg: VisionPreprocess | None = None
-) -> NDArray[np.float32]:
+def preprocess_image(image: PilImage | NDArray[np.uint8], cfg: VisionPreprocess | None = None) -> NDArray[np.float32]:
     """Resize, centre-crop and normalise one image.
 
     Args:
@@ -127,7 +115,7 @@ def preprocess_image(
         InputError: the array is not uint8 (H, W, 3) or the image is empty.
     """
     cfg = cfg or VisionPreprocess()
-    image_module = _pil_image()
+    image_module = import_extra("PIL.Image", "image decoding")
     if isinstance(image, np.ndarray):
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
             raise InputError(f"image array: expected uint8 (H, W, 3), got {image.dtype} {image.shape}")

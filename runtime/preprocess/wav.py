@@ -112,9 +112,7 @@ def write_wav(path: str | Path, samples: NDArray[np.floating], rate_hz: int) -> 
     pcm = np.clip(np.round(x * 32768.0), -32768, 32767).astype("<i2")
     channels = x.shape[0]
     payload = np.ascontiguousarray(pcm.T).tobytes()
-    fmt = struct.pack(
-        "<HHIIHH", _FORMAT_PCM, channels, int(rate_hz), int(rate_hz) * 2 * channels, 2 * channels, 16
-    )
+    fmt = struct.pack("<HHIIHH", _FORMAT_PCM, channels, int(rate_hz), int(rate_hz) * 2 * channels, 2 * channels, 16)
     body = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt
     body += b"data" + struct.pack("<I", len(payload)) + payload
     if len(payload) % 2:
@@ -175,9 +173,7 @@ def _parse_fmt(body: bytes, path: Path) -> _WavFormat:
             "supported: PCM 8/16/24/32-bit and float 32/64-bit"
         )
     if block_align != channels * bits // 8:
-        raise InputError(
-            f"{path}: corrupt WAV: block align {block_align} != {channels} channels x {bits // 8} bytes"
-        )
+        raise InputError(f"{path}: corrupt WAV: block align {block_align} != {channels} channels x {bits // 8} bytes")
     return _WavFormat(code, channels, rate_hz, block_align, bits)
 
 
