@@ -13,6 +13,7 @@ import pytest
 from runtime.errors import BundleError, InputError
 from runtime.tokenizer import (
     N_MERGES,
+    VOCAB_FILENAME,
     VOCAB_SHA256,
     ClipTokenizer,
     bytes_to_unicode,
@@ -26,11 +27,9 @@ pytest.importorskip("regex")
 
 
 @pytest.fixture(scope="module")
-def vocab_path() -> Path:
-    try:
-        return find_clip_vocab()
-    except BundleError as exc:
-        pytest.skip(str(exc))
+def vocab_path(tiny_bundle: Path) -> Path:
+    """The vocabulary as a device gets it: the copy inside a bundle (export took it from open-clip-torch)."""
+    return tiny_bundle / VOCAB_FILENAME
 
 
 @pytest.fixture(scope="module")
