@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import NDArray
@@ -47,3 +47,62 @@ class EmbeddingBatch:
         """Return the rows L2-normalised: (B, D) float32 unit vectors."""
         norms = np.linalg.norm(self.vectors, axis=1, keepdims=True)
         return (self.vectors / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class StreamInfo:
+    """What one stream of a source delivers (constant for the source's lifetime).
+
+    Attributes:
+        stream_id: unique per source, e.g. ``"imu"`` or ``"depth"``; recordings key on it.
+        modality: the encoder the stream feeds.
+        units: physical units of ``values``, e.g. ``"m/s^2,rad/s"``, ``"pcm"``, ``"m"``, ``"K"``.
+        rate_hz: nominal sample (or frame) rate; None if unknown.
+        channels: channel names of the last value axis (IMU ``ax..gz``), empty for images.
+        sample_shape: shape of one sample, e.g. (6,) IMU, (1,) mono audio, (H, W) depth.
+        dtype: numpy dtype name of ``values``.
+        extra: source-specific facts (device name, depth scale, ``radiometric`` flag, ...).
+    """
+
+    stream_id: str
+    modality: Modality
+    units: str
+    rate_hz: float | None
+    channels: tuple[str, ...]
+    sample_shape: tuple[int, ...]
+    dtype: str
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Samples:
+    """A timestamped chunk of one stream, in physical units.
+
+    Attributes:
+        stream_id: the :class:`StreamInfo` it belongs to.
+        modality: the stream's modality (repeated for convenience).
+        t_ns: (N,) int64 host ``time.monotonic_ns()`` of each sample, non-decreasing.
+        values: (N, *sample_shape): IMU (N, 6) float m/s^2 then rad/s; audio (N, C)
+            float32 PCM in [-1, 1]; depth (N, H, W) float32 metres; thermal (N, H, W)
+            float32 kelvin; vision (N, H, W, 3) uint8 RGB; text (N,) str.
+        device_t_ns: (N,) int64 device timestamps where the device has them.
+    """
+
+    stream_id: str
+    modality: Modality
+    t_ns: NDArray[np.int64]
+    values: NDArray[np.generic]
+    device_t_ns: NDArray[np.int64] | None = None
+
+    def __post_init__(self) -> None:
+        if self.t_ns.dtype != np.int64 or self.t_ns.ndim != 1:
+            raise ValueError(f"{self.stream_id}: t_ns must be (N,) int64, got {self.t_ns.dtype} {self.t_ns.shape}")
+        if len(self.values) != len(self.t_ns):
+            raise ValueError(f"{self.stream_id}: {len(self.values)} values but {len(self.t_ns)} timestamps")
+        if len(self.t_ns) > 1 and np.any(np.diff(self.t_ns) < 0):
+            raise ValueError(f"{self.stream_id}: t_ns must be non-decreasing")
+        if self.device_t_ns is not None and self.device_t_ns.shape != self.t_ns.shape:
+            raise ValueError(f"{self.stream_id}: device_t_ns shape {self.device_t_ns.shape} != t_ns shape")
+
+    def __len__(self) -> int:
+        return len(self.t_ns)
