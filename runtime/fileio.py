@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import zipfile
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -46,7 +47,7 @@ def read_npy(path: str | Path) -> NDArray[Any]:
         arr = np.load(path, allow_pickle=False)
     except FileNotFoundError:
         raise InputError(f"{path}: no such file") from None
-    except (OSError, ValueError, EOFError) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise InputError(f"{path}: not a readable .npy array ({exc}); re-save it with numpy.save") from None
     if not isinstance(arr, np.ndarray):
         raise InputError(f"{path}: expected one .npy array, not an .npz archive")
