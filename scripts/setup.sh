@@ -1,19 +1,37 @@
 #!/usr/bin/env bash
 # Create the project's virtual environments (idempotent).
-#   .venv       full: the export extra (torch CPU, onnx) + the runtime + dev tools
-#   .venv-lite  runtime only (numpy, onnxruntime, pillow, ftfy, regex): proves no torch is needed
+#   .venv       full: the export extra (torch CPU, onnx) + runtime + sensors + dev tools
+#   .venv-lite  no torch: runtime + sensors, proves the device side never needs torch
+# System packages (Debian): PortAudio and PulseAudio for the microphone tests, libusb
+# for pyrealsense2, socat for serial tests. Installed when missing (needs root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 quiet() { "$@" >/dev/null 2>&1 || "$@"; }   # rerun loudly if it failed
 
+APT_PACKAGES="libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins libusb-1.0-0 socat"
+missing=""
+for pkg in $APT_PACKAGES; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || missing="$missing $pkg"
+done
+if [ -n "$missing" ]; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "installing system packages:$missing" >&2
+    quiet apt-get update -q
+    DEBIAN_FRONTEND=noninteractive quiet apt-get install -y -q --no-install-recommends $missing
+  else
+    echo "warning: missing system packages:$missing (microphone/RealSense tests need them)" >&2
+  fi
+fi
+
+EXTRAS="runtime,sensors,cameras,realsense"
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 quiet .venv/bin/pip install -q --upgrade pip
 # torch==2.13.0 resolves to the CPU build that ships on these machines; pin it so pip never
 # pulls a multi-GB CUDA build.
-quiet .venv/bin/pip install -q "torch==2.13.0" -e ".[export,dev]"
+quiet .venv/bin/pip install -q "torch==2.13.0" -e ".[export,$EXTRAS,dev]"
 # Only for its MIT-licensed BPE vocabulary file (bundles carry it); never imported.
 quiet .venv/bin/pip install -q --no-deps "open-clip-torch==3.3.0"
 
@@ -22,5 +40,5 @@ if [ "${EDGEBIND_SKIP_LITE:-0}" != "1" ]; then
     "$PY" -m venv .venv-lite
   fi
   quiet .venv-lite/bin/pip install -q --upgrade pip
-  quiet .venv-lite/bin/pip install -q -e ".[runtime,dev]"
+  quiet .venv-lite/bin/pip install -q -e ".[$EXTRAS,dev]"
 fi
