@@ -8,6 +8,7 @@ delivered chunk), ``streams`` (comma-separated subset of stream ids), ``loop``.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -108,6 +109,10 @@ class ReplaySource:
         dev = None if d.device_t_ns is None else d.device_t_ns[sl]
         self._counters.delivered(self.streams[chunk.stream].stream_id, chunk.stop - chunk.start)
         return Samples(self.streams[chunk.stream].stream_id, d.info.modality, t_ns, d.values[sl], dev)
+
+    def timeline_json(self) -> str:
+        """The recording's ground-truth events (JSON list), so re-recording a replay keeps them."""
+        return json.dumps(self.timeline)
 
     def stats(self) -> SourceStats:
         return self._counters.snapshot()

@@ -79,7 +79,7 @@ def test_two_sources_at_once_keep_their_streams_apart(recording: Path, tmp_path:
     streams, timeline = read_recording(out)
     assert [s.key for s in streams] == ["s0.imu", "s0.thermal", "s0.caption", "s1.imu"]
     np.testing.assert_array_equal(streams[0].values, streams[3].values)
-    assert timeline == []  # replay sources carry no ground truth of their own
+    assert [e["source"] for e in timeline] == [0, 1]  # each replay passes its recording's ground truth on
 
 
 def test_realtime_pace_and_rebased_clock(recording: Path) -> None:
@@ -135,3 +135,21 @@ def test_unopenable_source_fails_cleanly(tmp_path: Path, capsys: pytest.CaptureF
     code = record_main(["replay:///nowhere/x.npz", "--seconds", "1", "--out", str(tmp_path / "o.npz")])
     assert code == 2 and "no such recording" in capsys.readouterr().err
     assert not (tmp_path / "o.npz").exists()
+
+
+def test_sim_recording_carries_ground_truth_and_replays_exactly(tmp_path: Path) -> None:
+    out, again = tmp_path / "sim.npz", tmp_path / "again.npz"
+    sim = "sim://fall?seed=3&duration_s=4&pace=fast&streams=imu,audio,caption"
+    assert record_main([sim, "--seconds", "4", "--out", str(out), "--quiet"]) == 0
+    streams, timeline = read_recording(out)
+    assert {s.info.stream_id for s in streams} == {"imu", "audio", "caption"}
+    assert len(streams[0].t_ns) == 4 * 400 and streams[0].info.units == "m/s^2,rad/s"
+    assert timeline and all(e["source"] == 0 and e["uri"] == sim for e in timeline)
+    assert {"label", "start_s", "end_s"} <= set(timeline[0])
+    replay = f"replay://{out}?pace=fast&timestamps=original"
+    assert record_main([replay, "--seconds", "4", "--out", str(again), "--quiet"]) == 0
+    replayed, timeline_again = read_recording(again)
+    assert [(e["label"], e["start_s"]) for e in timeline_again] == [(e["label"], e["start_s"]) for e in timeline]
+    for got, want in zip(replayed, streams, strict=True):
+        np.testing.assert_array_equal(got.values, want.values)
+        np.testing.assert_array_equal(got.t_ns, want.t_ns)
