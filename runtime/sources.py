@@ -12,7 +12,7 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from runtime.errors import ConfigError, EdgebindError
 from runtime.types import Samples, StreamInfo
@@ -39,7 +39,8 @@ class SourceUri:
     Attributes:
         text: the URI as given.
         scheme: e.g. ``"serial"``.
-        target: host plus path, e.g. ``"/dev/ttyUSB0"``, ``"default"`` or ``"walk"``.
+        target: host plus path as written (not percent-decoded), e.g. ``"/dev/ttyUSB0"``,
+            ``"default"``, ``"walk"`` or ``"frames/f_%04d.png"``.
         params: query parameters as strings (repeated keys: the last wins).
     """
 
@@ -77,7 +78,8 @@ def parse_uri(text: str) -> SourceUri:
     if scheme not in SOURCE_TABLE:
         valid = ", ".join(f"{s}://" for s in SOURCE_TABLE)
         raise ConfigError(f"{text!r}: unknown source scheme {scheme or '(none)'!r}; valid: {valid}")
-    target = unquote(parts.netloc + parts.path)
+    # Not percent-decoded: device paths and frame patterns such as ``f_%04d.png`` pass verbatim.
+    target = parts.netloc + parts.path
     return SourceUri(text, scheme, target, dict(parse_qsl(parts.query, keep_blank_values=True)))
 
 
