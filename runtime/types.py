@@ -106,3 +106,50 @@ class Samples:
 
     def __len__(self) -> int:
         return len(self.t_ns)
+
+
+@dataclass(frozen=True)
+class Window:
+    """One encoder input's worth of a stream, in sensor units, fixed shape per modality.
+
+    Attributes:
+        stream_id: the stream it was cut from (unique across the running sources).
+        modality: which encoder takes it.
+        seq: 0, 1, 2, ... per stream.
+        start_ns: monotonic time of the first sample.
+        end_ns: monotonic time just after the last sample (start + length / rate).
+        data: audio (length_samples,) float32 PCM at the model rate (16 kHz);
+            IMU (length_samples, 6) float32 m/s^2 then rad/s at the model rate
+            (400 Hz); depth (H, W) float32 metres; thermal (H, W) float32 kelvin;
+            vision (H, W, 3) uint8 RGB.
+    """
+
+    stream_id: str
+    modality: Modality
+    seq: int
+    start_ns: int
+    end_ns: int
+    data: NDArray[np.generic]
+
+
+@dataclass(frozen=True)
+class Match:
+    """A detected event: a window (or run of windows) matching a prompt.
+
+    Attributes:
+        label: the prompt's label.
+        score: cosine similarity (or softmax probability, per the matcher config).
+        margin: score minus the best competing prompt's score (background included).
+        modality: the modality that matched.
+        source_id: the stream it came from.
+        start_ns: start of the first matching window (monotonic ns).
+        end_ns: end of the last matching window (monotonic ns).
+    """
+
+    label: str
+    score: float
+    margin: float
+    modality: Modality
+    source_id: str
+    start_ns: int
+    end_ns: int
