@@ -14,6 +14,9 @@ bundle_dir=$(mktemp -d)
 cleanup() { bash scripts/stop_pulseaudio.sh || true; rm -rf "$bundle_dir"; }
 trap cleanup EXIT
 
+# The streaming demo's bundle, so the README's first command is tested too.
+[ -f bundles/demo/manifest.json ] || bash scripts/demo_bundle.sh
+
 echo "== full suite (torch installed)"
 .venv/bin/python -m pytest -q -p no:cacheprovider
 
