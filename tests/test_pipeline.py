@@ -17,7 +17,7 @@ from runtime.manifest import ModelManifest, load_manifest
 from runtime.matching import MatchConfig
 from runtime.pipeline import Pipeline, PipelineConfig
 from runtime.pipeline_status import PipelineEvent
-from runtime.prompts import parse_prompt_list
+from runtime.prompts import Prompt, PromptBank, parse_prompt_list
 from runtime.sources import Counters, SourceStats
 from runtime.stream import prompt_bank
 from runtime.types import Modality, Samples, StreamInfo, Window
@@ -223,3 +223,57 @@ def test_overload_drops_oldest_with_bounded_memory(manifest: ModelManifest, embe
     assert status.windows_dropped > 0 and max(depths) <= 4
     assert status.windows_made == 100 + 90
     assert status.windows_made == status.windows_done + status.windows_dropped + status.windows_failed
+
+
+def _audio_prompt_bank(manifest: ModelManifest, embedder: Embedder, seed: int) -> PromptBank:
+    """Prompts made of example embeddings: alarm windows vs the quiet room (background), one sim seed."""
+    from runtime.window_input import windows_to_batch
+    from runtime.windowing import WindowConfig, Windower
+    from sensors.sim import generate
+
+    rec = generate("alarm", seed=seed, streams=("audio",))
+    audio = rec.streams["audio"]
+    (event,) = rec.timeline
+    spec = manifest.spec(Modality.AUDIO)
+    windower = Windower(audio.info, WindowConfig.from_spec(spec))
+    windows = windower.push(Samples("audio", Modality.AUDIO, audio.t_ns, audio.values))
+    unit = embedder.embed(Modality.AUDIO, windows_to_batch(windows, spec)).unit()
+    t0 = int(audio.t_ns[0])
+    inside = np.array(
+        [event.start_s <= (w.start_ns - t0) / 1e9 and (w.end_ns - t0) / 1e9 <= event.end_s for w in windows]
+    )
+    outside = np.array(
+        [(w.end_ns - t0) / 1e9 <= event.start_s or (w.start_ns - t0) / 1e9 >= event.end_s for w in windows]
+    )
+
+    # A random-weight encoder maps every window near one common direction (cosine ~0.99), so
+    # the prompts are the discriminating direction between the two example sets and its opposite.
+    d = unit[inside].mean(axis=0) - unit[outside].mean(axis=0)
+    d = (d / np.linalg.norm(d)).astype(np.float32)
+    prompts = (Prompt("alarm", ("example windows",)), Prompt("quiet", ("example windows",), background=True))
+    return PromptBank(prompts, np.stack([d, -d]), manifest.model_id)
+
+
+def test_events_are_found_at_the_right_times(manifest: ModelManifest, embedder: Embedder) -> None:
+    """With prompts taken from one seed's example windows, another seed's alarm is detected in its interval.
+
+    The tiny bundle has random weights, so text prompts carry no meaning; example embeddings
+    do, and they make the end-to-end timing testable: sim ground truth -> windows -> events.
+    """
+    bank = _audio_prompt_bank(manifest, embedder, seed=1)
+    events: list[PipelineEvent] = []
+    uri = "sim://alarm?seed=2&pace=fast&streams=audio"
+    match = MatchConfig(enter_threshold=0.0, exit_threshold=0.0, cooldown_s=0.0)
+    p = Pipeline(manifest, [uri], bank, match, PipelineConfig(lossless=True), on_event=events.append,
+                 embedder=embedder)  # fmt: skip
+    source = p.source_objects[0]
+    status = p.run(duration_s=60)
+    assert status.done and not status.errors
+    (truth,) = source.timeline
+    t0 = source.t0_ns
+    closed = [m for m, _ in p.closed_events() if m.label == "alarm"]
+    assert events and closed, "the alarm was not detected"
+    for m in closed:  # every detection overlaps the ground-truth alarm ...
+        assert (m.start_ns - t0) / 1e9 < truth.end_s and (m.end_ns - t0) / 1e9 > truth.start_s, m
+    covered = sum(min((m.end_ns - t0) / 1e9, truth.end_s) - max((m.start_ns - t0) / 1e9, truth.start_s) for m in closed)
+    assert covered >= 0.5 * (truth.end_s - truth.start_s)  # ... and together they cover most of it
