@@ -31,11 +31,13 @@ class Frame:
         values: (H, W) float32 in the stream's physical units (metres, kelvin, ...).
         t_ns: host ``time.monotonic_ns()`` when the frame arrived.
         device_t_ns: the device's own timestamp in ns, or None if it has none.
+        frames_lost: device frames known to be missing just before this one (frame-number gap).
     """
 
     values: NDArray[np.float32]
     t_ns: int
     device_t_ns: int | None = None
+    frames_lost: int = 0
 
 
 class FrameDevice(Protocol):
@@ -188,6 +190,8 @@ class FrameCapture:
             self._note("disconnect", "%s: %s", type(exc).__name__, exc)
             self._close_device()
             return None
+        if frame is not None and frame.frames_lost:
+            self._counters.drop("device_frames_lost", frame.frames_lost)
         if frame is not None and frame.values.shape != self._info.sample_shape:
             self._counters.drop("bad_shape")
             return None

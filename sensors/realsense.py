@@ -91,13 +91,16 @@ class _RsDevice:
             cfg.enable_stream(rs.stream.color)
             self._align = rs.align(rs.stream.color)
         self._pipe = rs.pipeline(ctx)
+        # rs.pipeline hands frames over through a one-frame queue: a reader that falls behind
+        # loses frames inside librealsense. Frame-number gaps count them (frames_lost).
+        self._last_number: int | None = None
         try:
             profile = self._pipe.start(cfg)
         except RuntimeError as exc:
             raise SourceError(f"{uri}: cannot start depth {_mode(config)} on {self.name}: {exc}") from None
         if self._playback is not None:
             # pipeline.start() turns real time back on (measured, 2.59.1), so this comes after it;
-            # the first frame is already queued by then, later ones wait for the reader.
+            # a frame lost in between is counted through the frame-number gap.
             profile.get_device().as_playback().set_real_time(config.pace == "realtime")
         try:
             self.depth_scale_m = float(profile.get_device().first_depth_sensor().get_depth_scale())
@@ -124,7 +127,10 @@ class _RsDevice:
         raw = np.asanyarray(depth.get_data())
         # The frame's own units: right even if depth_units is changed while streaming.
         metres = (raw.astype(np.float64) * depth.get_units()).astype(np.float32)
-        return Frame(metres, t_ns, round(depth.get_timestamp() * 1e6))
+        number = int(depth.get_frame_number())
+        lost = 0 if self._last_number is None else max(number - self._last_number - 1, 0)
+        self._last_number = number
+        return Frame(metres, t_ns, round(depth.get_timestamp() * 1e6), lost)
 
     def close(self) -> None:
         self._pipe.stop()
