@@ -12,6 +12,19 @@ from runtime.errors import ConfigError
 T = TypeVar("T")
 
 
+class DictConfig:
+    """Mixin for frozen config dataclasses: ``to_dict`` / strict ``from_dict`` (unknown keys raise)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict of every field (nested configs as dicts, tuples as lists)."""
+        return config_to_dict(self)
+
+    @classmethod
+    def from_dict(cls: type[T], data: Mapping[str, Any], where: str = "") -> T:
+        """Build from :meth:`to_dict` output; unknown keys or wrong types raise ConfigError."""
+        return config_from_dict(cls, data, where)
+
+
 def config_to_dict(cfg: Any) -> dict[str, Any]:
     """Return a JSON-ready dict of a (possibly nested) config dataclass; tuples become lists."""
     out: dict[str, Any] = {}

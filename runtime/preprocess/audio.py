@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from runtime.config_util import config_from_dict, config_to_dict
+from runtime.config_util import DictConfig
 from runtime.errors import ConfigError, InputError
 from runtime.preprocess.fbank import FbankConfig, kaldi_fbank
 from runtime.preprocess.resample import resample
@@ -48,7 +48,7 @@ from runtime.preprocess.wav import read_wav
 
 
 @dataclass(frozen=True)
-class AudioPreprocess:
+class AudioPreprocess(DictConfig):
     """Every constant of the audio pipeline; the defaults are the official ones.
 
     Attributes:
@@ -94,15 +94,6 @@ class AudioPreprocess:
     def input_shape(self) -> tuple[int, int, int]:
         """Shape of one clip's model input: ``(1, num_mel_bins, target_frames)``."""
         return (1, self.fbank.num_mel_bins, self.target_frames)
-
-    def to_dict(self) -> dict[str, object]:
-        """JSON-ready dict of every field (``fbank`` nested)."""
-        return config_to_dict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, object], where: str = "") -> AudioPreprocess:
-        """Build from :meth:`to_dict` output; unknown keys raise ConfigError."""
-        return config_from_dict(cls, data, where)
 
 
 def clip_ranges(n_samples: int, cfg: AudioPreprocess | None = None) -> list[tuple[int, int]]:

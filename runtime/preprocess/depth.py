@@ -38,12 +38,11 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from runtime.config_util import config_from_dict, config_to_dict
+from runtime.config_util import DictConfig
 from runtime.errors import ConfigError, InputError
 from runtime.fileio import import_extra, read_npy
 from runtime.preprocess.resize import center_crop, resize_bilinear
@@ -56,7 +55,7 @@ _PNG_DECODES = ("plain", "sunrgbd")
 
 
 @dataclass(frozen=True)
-class DepthPreprocess:
+class DepthPreprocess(DictConfig):
     """Every constant of the depth pipeline; the defaults are the Omnivore candidate (§5.5).
 
     Attributes:
@@ -160,15 +159,6 @@ class DepthPreprocess:
     def input_shape(self) -> tuple[int, int, int]:
         """Shape of one model input: ``(1, size, size)``."""
         return (1, self.size, self.size)
-
-    def to_dict(self) -> dict[str, object]:
-        """JSON-ready dict of every field."""
-        return config_to_dict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], where: str = "") -> DepthPreprocess:
-        """Build from :meth:`to_dict` output; unknown keys raise ConfigError."""
-        return config_from_dict(cls, data, where)
 
 
 @dataclass(frozen=True)

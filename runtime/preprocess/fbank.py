@@ -32,14 +32,14 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from runtime.config_util import config_from_dict, config_to_dict
+from runtime.config_util import DictConfig
 from runtime.errors import ConfigError, InputError
 
 _WINDOWS = ("hanning", "hamming", "povey", "rectangular")
 
 
 @dataclass(frozen=True)
-class FbankConfig:
+class FbankConfig(DictConfig):
     """Every constant of the Kaldi filterbank; the defaults are ImageBind's.
 
     Attributes:
@@ -116,15 +116,6 @@ class FbankConfig:
         if not self.snip_edges:
             return (n_samples + hop // 2) // hop
         return 0 if n_samples < n else 1 + (n_samples - n) // hop
-
-    def to_dict(self) -> dict[str, object]:
-        """JSON-ready dict of every field."""
-        return config_to_dict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, object], where: str = "") -> FbankConfig:
-        """Build from :meth:`to_dict` output; unknown keys raise ConfigError."""
-        return config_from_dict(cls, data, where)
 
 
 def kaldi_fbank(wave: NDArray[np.floating], cfg: FbankConfig | None = None) -> NDArray[np.float32]:

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from runtime.config_util import config_from_dict, config_to_dict
+from runtime.config_util import DictConfig
 from runtime.errors import ConfigError, InputError
 from runtime.fileio import read_npy
 
@@ -51,7 +51,7 @@ _NPY_LAYOUTS = ("auto", "time_major", "channel_major")
 
 
 @dataclass(frozen=True)
-class ImuPreprocess:
+class ImuPreprocess(DictConfig):
     """Every constant of the IMU pipeline.
 
     Attributes:
@@ -126,15 +126,6 @@ class ImuPreprocess:
     def input_shape(self) -> tuple[int, int]:
         """Shape of one model input: ``(6, target_samples)``."""
         return (6, self.target_samples)
-
-    def to_dict(self) -> dict[str, object]:
-        """JSON-ready dict of every field."""
-        return config_to_dict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], where: str = "") -> ImuPreprocess:
-        """Build from :meth:`to_dict` output; unknown keys raise ConfigError."""
-        return config_from_dict(cls, data, where)
 
 
 def preprocess_imu(

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from runtime.config_util import config_from_dict, config_to_dict
+from runtime.config_util import DictConfig
 from runtime.errors import ConfigError, InputError
 from runtime.fileio import import_extra, read_npy
 from runtime.preprocess.resize import center_crop, resize_bicubic_pil, resize_bilinear, short_side_size
@@ -45,7 +45,7 @@ _PIL_PURPOSE = "thermal PNG decoding and 8-bit bicubic resizing"
 
 
 @dataclass(frozen=True)
-class ThermalPreprocess:
+class ThermalPreprocess(DictConfig):
     """Every constant of the thermal pipeline; the defaults follow the community recipe (§5.6).
 
     Attributes:
@@ -110,15 +110,6 @@ class ThermalPreprocess:
     def input_shape(self) -> tuple[int, int, int]:
         """Shape of one model input: ``(1, size, size)``."""
         return (1, self.size, self.size)
-
-    def to_dict(self) -> dict[str, object]:
-        """JSON-ready dict of every field."""
-        return config_to_dict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], where: str = "") -> ThermalPreprocess:
-        """Build from :meth:`to_dict` output; unknown keys raise ConfigError."""
-        return config_from_dict(cls, data, where)
 
 
 @dataclass(frozen=True)
