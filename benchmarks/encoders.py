@@ -10,7 +10,6 @@ Ratios, not absolute times, are the result on these shared, noisy machines.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -22,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.report import save_report
 from runtime.manifest import load_manifest
 from runtime.types import Modality
 
@@ -106,9 +106,7 @@ def bench_audio_frontend(iters: int, threads: int) -> list[Timing]:
 
 def write_report(timings: list[Timing], meta: dict[str, Any], out_dir: Path) -> Path:
     """Write JSON and a Markdown table with ORT/torch speed ratios; returns the .md path."""
-    out_dir.mkdir(parents=True, exist_ok=True)
     stem = f"encoders-{meta['host']}-{meta['date']}"
-    (out_dir / f"{stem}.json").write_text(json.dumps({"meta": meta, "timings": [asdict(t) for t in timings]}, indent=1))
     lines = [
         f"# Encoder latency, batch 1 ({meta['cpu']}, {meta['threads']} threads, {meta['date']})",
         "",
@@ -128,9 +126,7 @@ def write_report(timings: list[Timing], meta: dict[str, Any], out_dir: Path) -> 
                 continue
             ratio = base.p50_ms / t.p50_ms
             lines.append(f"| {mod} | {base.p50_ms:.2f} | {name} | {t.p50_ms:.2f} | {t.p90_ms:.2f} | {ratio:.2f}x |")
-    md = out_dir / f"{stem}.md"
-    md.write_text("\n".join(lines) + "\n")
-    return md
+    return save_report(out_dir, stem, {"meta": meta, "timings": [asdict(t) for t in timings]}, lines)
 
 
 def _meta(args: argparse.Namespace) -> dict[str, Any]:

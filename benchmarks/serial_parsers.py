@@ -8,7 +8,6 @@ pseudo-terminal into ``serial://`` at 1 kHz. Writes ``benchmarks/results/serial-
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import pty
@@ -23,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.report import save_report
 from runtime.sources import open_source
 from sensors.imu_mavlink import MavlinkConfig, MavlinkParser
 from sensors.imu_protocols import Bno08xRvcParser, CsvConfig, CsvParser, WitmotionParser
@@ -156,9 +156,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         "repeats": args.repeats,
         "pty_s": args.pty_s,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = args.out / f"serial-parsers-{meta['date']}"
-    stem.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
     lines = [
         f"# Serial IMU parser cost ({meta['cpu']}, {meta['cores']} cores, {meta['date']})",
         "",
@@ -175,8 +172,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{r['core_pct_at_1khz']} | {r['sent']} | {r['delivered']} | {r['lost']} | {r['process_cpu_pct']} |"
         for r in rows
     ]
-    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print(stem.with_suffix(".md").read_text())
+    md = save_report(args.out, f"serial-parsers-{meta['date']}", {"meta": meta, "rows": rows}, lines)
+    print(md.read_text())
     return 0
 
 

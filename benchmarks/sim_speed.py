@@ -8,7 +8,6 @@ through :func:`sensors.sim.generate` (whole arrays in memory). Writes
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -20,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.report import save_report
 from runtime.sources import open_source
 from sensors.sim import generate
 from sensors.sim_signals import stream_specs
@@ -86,9 +86,7 @@ def measure(scenario: str, duration_s: float, repeats: int) -> list[SpeedRow]:
 
 def write_report(rows: list[SpeedRow], meta: dict[str, Any], out_dir: Path) -> Path:
     """Write the JSON and the Markdown table; returns the .md path."""
-    out_dir.mkdir(parents=True, exist_ok=True)
     stem = f"sim-speed-{meta['date']}"
-    (out_dir / f"{stem}.json").write_text(json.dumps({"meta": meta, "rows": [asdict(r) for r in rows]}, indent=1))
     lines = [
         f"# sim:// generation speed ({meta['cpu']}, {meta['cores']} cores, {meta['date']})",
         "",
@@ -104,9 +102,7 @@ def write_report(rows: list[SpeedRow], meta: dict[str, Any], out_dir: Path) -> P
         by_name.setdefault(r.streams, {})[r.path] = r
     for name, paths in by_name.items():
         lines.append(f"| {name} | {paths['source'].x_realtime:.1f} | {paths['generate'].x_realtime:.1f} |")
-    md = out_dir / f"{stem}.md"
-    md.write_text("\n".join(lines) + "\n")
-    return md
+    return save_report(out_dir, stem, {"meta": meta, "rows": [asdict(r) for r in rows]}, lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -15,7 +15,6 @@ Writes ``benchmarks/results/stream-<date>.{json,md}``.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import resource
 import sys
@@ -24,6 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from benchmarks.report import save_report
 from runtime.embedder import Embedder
 from runtime.manifest import load_manifest
 from runtime.matching import MatchConfig
@@ -85,10 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "peak_rss_mb": round(peak_mb, 1),
         "torch_imported": "torch" in sys.modules,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = args.out / f"stream-{report['date']}"
-    stem.with_suffix(".json").write_text(json.dumps(report, indent=1))
-    stem.with_suffix(".md").write_text(_markdown(report))
+    save_report(args.out, f"stream-{report['date']}", report, _markdown(report).splitlines())
     print(_markdown(report))
     return 0 if not report["torch_imported"] else 1
 
