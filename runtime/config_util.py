@@ -57,6 +57,8 @@ def config_from_dict(cls: type[T], data: Mapping[str, Any], where: str = "") -> 
         kwargs[name] = _coerce(hints[name], value, f"{label}.{name}")
     try:
         return cls(**kwargs)
+    except ConfigError:
+        raise  # the class's own validation already names the config
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{label}: {exc}") from None
 
