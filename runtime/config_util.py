@@ -25,6 +25,22 @@ class DictConfig:
         return config_from_dict(cls, data, where)
 
 
+def check_choices(cfg: Any, choices: Mapping[str, tuple[str, ...]]) -> None:
+    """Raise ConfigError naming the first field of ``cfg`` whose value is not among its choices."""
+    for name, allowed in choices.items():
+        value = getattr(cfg, name)
+        if value not in allowed:
+            raise ConfigError(f"{type(cfg).__name__}.{name}: {value!r} not in {list(allowed)}")
+
+
+def check_positive(cfg: Any, names: tuple[str, ...]) -> None:
+    """Raise ConfigError naming the first of ``names`` whose value is not > 0."""
+    for name in names:
+        value = getattr(cfg, name)
+        if not value > 0:
+            raise ConfigError(f"{type(cfg).__name__}.{name}: must be positive, got {value}")
+
+
 def config_to_dict(cfg: Any) -> dict[str, Any]:
     """Return a JSON-ready dict of a (possibly nested) config dataclass; tuples become lists."""
     out: dict[str, Any] = {}

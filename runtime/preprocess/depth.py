@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from runtime.config_util import DictConfig
+from runtime.config_util import DictConfig, check_choices, check_positive
 from runtime.errors import ConfigError, InputError
 from runtime.fileio import import_extra, read_npy
 from runtime.preprocess.resize import center_crop, resize_bilinear
@@ -111,16 +111,20 @@ class DepthPreprocess(DictConfig):
     png_decode: str = "plain"
 
     def __post_init__(self) -> None:
-        _check_choice("representation", self.representation, _REPRESENTATIONS)
-        _check_choice("resize", self.resize, _RESIZES)
-        _check_choice("normalization", self.normalization, _NORMALIZATIONS)
-        _check_choice("long_side", self.long_side, _ROUNDINGS)
-        _check_choice("crop_offset", self.crop_offset, _ROUNDINGS)
-        _check_choice("png_decode", self.png_decode, _PNG_DECODES)
-        positive = ("baseline_m", "focal_px", "min_depth_m", "std", "std_eps", "depth_scale_m", "depth_norm_max")
-        for name in positive:
-            if not getattr(self, name) > 0:
-                raise ConfigError(f"DepthPreprocess.{name}: must be positive, got {getattr(self, name)}")
+        check_choices(
+            self,
+            {
+                "representation": _REPRESENTATIONS,
+                "resize": _RESIZES,
+                "normalization": _NORMALIZATIONS,
+                "long_side": _ROUNDINGS,
+                "crop_offset": _ROUNDINGS,
+                "png_decode": _PNG_DECODES,
+            },
+        )
+        check_positive(
+            self, ("baseline_m", "focal_px", "min_depth_m", "std", "std_eps", "depth_scale_m", "depth_norm_max")
+        )
         if not self.min_depth_m < self.max_depth_m:
             raise ConfigError("DepthPreprocess: min_depth_m must be below max_depth_m")
         if not self.depth_norm_min < self.depth_norm_max:
@@ -168,11 +172,6 @@ class DepthStats:
     total_pixels: int
     invalid_pixels: int
     clipped_pixels: int
-
-
-def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ConfigError(f"DepthPreprocess.{name}: {value!r} not in {list(choices)}")
 
 
 def preprocess_depth(

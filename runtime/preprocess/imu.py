@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from runtime.config_util import DictConfig
+from runtime.config_util import DictConfig, check_choices, check_positive
 from runtime.errors import ConfigError, InputError
 from runtime.fileio import read_npy
 
@@ -90,23 +90,22 @@ class ImuPreprocess(DictConfig):
     npy_layout: str = "auto"
 
     def __post_init__(self) -> None:
-        for name, choices in (
-            ("accel_unit", _ACCEL_UNITS),
-            ("gyro_unit", _GYRO_UNITS),
-            ("resample", _RESAMPLES),
-            ("gravity", _GRAVITY),
-            ("normalization", _NORMALIZATIONS),
-            ("npy_layout", _NPY_LAYOUTS),
-        ):
-            if getattr(self, name) not in choices:
-                raise ConfigError(f"ImuPreprocess.{name}: {getattr(self, name)!r} not in {list(choices)}")
+        check_choices(
+            self,
+            {
+                "accel_unit": _ACCEL_UNITS,
+                "gyro_unit": _GYRO_UNITS,
+                "resample": _RESAMPLES,
+                "gravity": _GRAVITY,
+                "normalization": _NORMALIZATIONS,
+                "npy_layout": _NPY_LAYOUTS,
+            },
+        )
         if sorted(self.input_channels) != sorted(MODEL_CHANNELS):
             raise ConfigError(f"ImuPreprocess.input_channels: must be a permutation of {list(MODEL_CHANNELS)}")
         if len(self.fixed_scale) != 6 or not all(s > 0 for s in self.fixed_scale):
             raise ConfigError("ImuPreprocess.fixed_scale: needs 6 positive values")
-        for name in ("standard_gravity_m_s2", "window_s", "std_eps"):
-            if not getattr(self, name) > 0:
-                raise ConfigError(f"ImuPreprocess.{name}: must be positive, got {getattr(self, name)}")
+        check_positive(self, ("standard_gravity_m_s2", "window_s", "std_eps"))
         if self.target_samples < 2:
             raise ConfigError(f"ImuPreprocess.target_samples: must be >= 2, got {self.target_samples}")
         if not self.input_rate_hz >= 0:

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from runtime.config_util import DictConfig
+from runtime.config_util import DictConfig, check_choices, check_positive
 from runtime.errors import ConfigError, InputError
 from runtime.fileio import import_extra, read_npy
 from runtime.preprocess.resize import center_crop, resize_bicubic_pil, resize_bilinear, short_side_size
@@ -81,16 +81,8 @@ class ThermalPreprocess(DictConfig):
     std_eps: float = 1e-6
 
     def __post_init__(self) -> None:
-        for name, choices in (
-            ("range_mode", _RANGE_MODES),
-            ("resize", _RESIZES),
-            ("normalization", _NORMALIZATIONS),
-        ):
-            if getattr(self, name) not in choices:
-                raise ConfigError(f"ThermalPreprocess.{name}: {getattr(self, name)!r} not in {list(choices)}")
-        for name in ("raw_scale_k", "std", "std_eps"):
-            if not getattr(self, name) > 0:
-                raise ConfigError(f"ThermalPreprocess.{name}: must be positive, got {getattr(self, name)}")
+        check_choices(self, {"range_mode": _RANGE_MODES, "resize": _RESIZES, "normalization": _NORMALIZATIONS})
+        check_positive(self, ("raw_scale_k", "std", "std_eps"))
         if not 0.0 < self.min_k < self.max_k:
             raise ConfigError(f"ThermalPreprocess: need 0 < min_k < max_k, got {self.min_k}, {self.max_k}")
         if self.size < 1:
