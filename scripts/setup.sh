@@ -24,7 +24,7 @@ if [ -n "$missing" ]; then
   fi
 fi
 
-EXTRAS="runtime,sensors,cameras,realsense"
+EXTRAS="runtime,sensors,cameras,realsense,plots"
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
