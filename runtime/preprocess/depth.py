@@ -123,7 +123,7 @@ class DepthPreprocess(DictConfig):
             },
         )
         check_positive(
-            self, ("baseline_m", "focal_px", "min_depth_m", "std", "std_eps", "depth_scale_m", "depth_norm_max")
+            self, ("baseline_m", "focal_px", "min_depth_m", "std", "std_eps", "depth_scale_m", "depth_norm_max", "size")
         )
         if not self.min_depth_m < self.max_depth_m:
             raise ConfigError("DepthPreprocess: min_depth_m must be below max_depth_m")
@@ -131,8 +131,6 @@ class DepthPreprocess(DictConfig):
             raise ConfigError("DepthPreprocess: depth_norm_min must be below depth_norm_max")
         if not 0.0 < self.max_invalid_fraction <= 1.0:
             raise ConfigError("DepthPreprocess.max_invalid_fraction: must be in (0, 1]")
-        if self.size < 1:
-            raise ConfigError(f"DepthPreprocess.size: must be positive, got {self.size}")
 
     @classmethod
     def omnivore(cls) -> DepthPreprocess:

@@ -82,11 +82,9 @@ class ThermalPreprocess(DictConfig):
 
     def __post_init__(self) -> None:
         check_choices(self, {"range_mode": _RANGE_MODES, "resize": _RESIZES, "normalization": _NORMALIZATIONS})
-        check_positive(self, ("raw_scale_k", "std", "std_eps"))
+        check_positive(self, ("raw_scale_k", "std", "std_eps", "size"))
         if not 0.0 < self.min_k < self.max_k:
             raise ConfigError(f"ThermalPreprocess: need 0 < min_k < max_k, got {self.min_k}, {self.max_k}")
-        if self.size < 1:
-            raise ConfigError(f"ThermalPreprocess.size: must be positive, got {self.size}")
 
     @classmethod
     def community(cls) -> ThermalPreprocess:
