@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+import logging
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,9 @@ from runtime.types import Modality
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
+FORMATS = ("onnx", "tensorrt", "torch_export")
+PRECISIONS = ("fp32", "fp16", "int8")
+_log = logging.getLogger("edgebind.bundle")
 
 
 @dataclass(frozen=True)
@@ -51,11 +55,16 @@ class Artifact:
 
     Attributes:
         file: path relative to the bundle directory.
-        format: ``"onnx"`` (TensorRT engines arrive with a later issue).
+        format: ``"onnx"``, ``"tensorrt"`` (serialized engine) or ``"torch_export"`` (``.pt2``).
         precision: ``"fp32"``, ``"fp16"`` or ``"int8"``.
         sha256: hex digest of ``file``.
-        size_bytes: size of ``file``.
+        size_bytes: size of ``file`` (plus its data files).
         data_files: ONNX external-data files (relative names) with their digests.
+        forced: written although its accuracy gate failed (``--force``); every load warns.
+        gate: accuracy-gate summary against FP32 (cosine mean / 1st percentile, top-1 agreement,
+            thresholds, passed, report file).
+        calibration: INT8 provenance (source, seed, windows, method).
+        engine: TensorRT fingerprint (tensorrt_version, gpu_name, compute_capability, profiles, ...).
     """
 
     file: str
@@ -64,9 +73,13 @@ class Artifact:
     sha256: str
     size_bytes: int
     data_files: tuple[tuple[str, str], ...] = ()
+    forced: bool = False
+    gate: dict[str, Any] = field(default_factory=dict)
+    calibration: dict[str, Any] = field(default_factory=dict)
+    engine: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "file": self.file,
             "format": self.format,
             "precision": self.precision,
@@ -74,21 +87,38 @@ class Artifact:
             "size_bytes": self.size_bytes,
             "data_files": [{"file": f, "sha256": h} for f, h in self.data_files],
         }
+        if self.forced:
+            out["forced"] = True
+        for key in ("gate", "calibration", "engine"):
+            if getattr(self, key):
+                out[key] = dict(getattr(self, key))
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str) -> Artifact:
         try:
             extra = tuple((str(d["file"]), str(d["sha256"])) for d in data.get("data_files", []))
-            return cls(
+            art = cls(
                 str(data["file"]),
                 str(data["format"]),
                 str(data["precision"]),
                 str(data["sha256"]),
                 int(data["size_bytes"]),
                 extra,
+                forced=bool(data.get("forced", False)),
+                gate=dict(data.get("gate", {})),
+                calibration=dict(data.get("calibration", {})),
+                engine=dict(data.get("engine", {})),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise BundleError(f"{where}: malformed artifact entry ({exc}); re-export the bundle") from None
+        if art.format not in FORMATS or art.precision not in PRECISIONS:
+            raise BundleError(
+                f"{where}: artifact {art.file} has format/precision {art.format}/{art.precision} "
+                f"(this runtime knows formats {', '.join(FORMATS)} and precisions {', '.join(PRECISIONS)}); "
+                "upgrade edgebind or re-export the bundle"
+            )
+        return art
 
 
 @dataclass(frozen=True)
@@ -201,6 +231,18 @@ class ModelManifest:
         """Resolve a file named in the manifest inside the bundle directory."""
         return self.root / relative
 
+    def with_artifact(self, modality: Modality | str, artifact: Artifact) -> ModelManifest:
+        """Return a copy with ``artifact`` replacing the one of the same format and precision (or added)."""
+        spec = self.spec(modality)
+        kept = tuple(a for a in spec.artifacts if (a.format, a.precision) != (artifact.format, artifact.precision))
+        mods = dict(self.modalities)
+        mods[spec.modality] = replace(spec, artifacts=(*kept, artifact))
+        return replace(self, modalities=mods)
+
+    def forced_artifacts(self) -> list[tuple[Modality, Artifact]]:
+        """Artifacts written although their accuracy gate failed."""
+        return [(m, a) for m, s in self.modalities.items() for a in s.artifacts if a.forced]
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "schema_version": self.schema_version,
@@ -249,7 +291,25 @@ def load_manifest(bundle_dir: str | Path, verify_hashes: bool = True) -> ModelMa
         raise BundleError(f"{path}: unreadable manifest ({exc}); re-export the bundle") from None
     manifest = _manifest_from_dict(root, data, str(path))
     _check_files(manifest, verify_hashes)
+    for mod, art in manifest.forced_artifacts():
+        _log.warning(
+            "%s: %s %s/%s failed its accuracy gate and was written with --force (%s); "
+            "expect degraded matches, re-export without --force to drop it",
+            root,
+            mod.value,
+            art.format,
+            art.precision,
+            _gate_summary(art.gate),
+        )
     return manifest
+
+
+def _gate_summary(gate: dict[str, Any]) -> str:
+    if not gate:
+        return "no gate figures recorded"
+    keys = ("cosine_mean", "cosine_p1", "top1_agreement")
+    parts = [f"{k}={gate[k]:.4f}" for k in keys if isinstance(gate.get(k), (int, float))]
+    return ", ".join(parts) or "no gate figures recorded"
 
 
 def _manifest_from_dict(root: Path, data: Any, where: str) -> ModelManifest:

@@ -121,3 +121,43 @@ def test_unknown_backend_and_unloadable_model(tmp_path: Path) -> None:
     junk.write_bytes(b"\x00not a model")
     with pytest.raises(BundleError, match=r"junk\.onnx: ONNX Runtime cannot load it"):
         open_backend("ort", str(junk))
+
+
+def test_with_artifact_replaces_same_format_and_precision(bundle_copy: Path) -> None:
+    from dataclasses import replace
+
+    m = load_manifest(bundle_copy)
+    fp32 = m.spec("imu").artifact("fp32")
+    fp16 = replace(fp32, precision="fp16", gate={"cosine_mean": 0.9995, "passed": True})
+    m2 = m.with_artifact("imu", fp16)
+    assert [a.precision for a in m2.spec("imu").artifacts] == ["fp32", "fp16"]
+    m3 = m2.with_artifact("imu", replace(fp16, gate={"cosine_mean": 0.9999, "passed": True}))
+    assert [a.gate["cosine_mean"] for a in m3.spec("imu").artifacts if a.precision == "fp16"] == [0.9999]
+    assert len(m.spec("imu").artifacts) == 1  # the original is unchanged (frozen copies)
+    m3.write()
+    again = load_manifest(bundle_copy)
+    assert again.spec("imu").artifact("fp16").gate == {"cosine_mean": 0.9999, "passed": True}
+    assert again.spec("imu").artifact("fp16").forced is False
+
+
+def test_forced_artifact_warns_at_every_load(bundle_copy: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from dataclasses import replace
+
+    m = load_manifest(bundle_copy)
+    fp32 = m.spec("audio").artifact("fp32")
+    bad = replace(fp32, precision="int8", forced=True, gate={"cosine_mean": 0.91, "passed": False})
+    m.with_artifact("audio", bad).write()
+    for _ in range(2):
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="edgebind.bundle"):
+            loaded = load_manifest(bundle_copy)
+        assert loaded.forced_artifacts() == [(Modality.AUDIO, loaded.spec("audio").artifact("int8"))]
+        lines = [r.getMessage() for r in caplog.records]
+        assert len(lines) == 1 and "audio onnx/int8 failed its accuracy gate" in lines[0]
+        assert "cosine_mean=0.9100" in lines[0]
+
+
+def test_unknown_artifact_format_is_refused(bundle_copy: Path) -> None:
+    _edit(bundle_copy, lambda d: d["modalities"]["imu"]["artifacts"][0].update(format="tflite"))
+    with pytest.raises(BundleError, match="format/precision tflite/fp32"):
+        load_manifest(bundle_copy)
