@@ -40,5 +40,5 @@ if [ "${EDGEBIND_SKIP_LITE:-0}" != "1" ]; then
     "$PY" -m venv .venv-lite
   fi
   quiet .venv-lite/bin/pip install -q --upgrade pip
-  quiet .venv-lite/bin/pip install -q -e ".[$EXTRAS,dev]"
+  quiet .venv-lite/bin/pip install -q -e ".[$EXTRAS,calibrate,dev]"
 fi
