@@ -22,7 +22,7 @@ from runtime import inputs
 from runtime.backends import available_backends
 from runtime.embedder import Embedder
 from runtime.errors import EdgebindError
-from runtime.manifest import ModelManifest, load_manifest
+from runtime.manifest import PRECISIONS, ModelManifest, load_manifest
 from runtime.types import Modality
 
 
@@ -36,6 +36,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--unit", action="store_true", help="write L2-normalised rows")
     p.add_argument("--rate-hz", type=float, help="sample rate of IMU inputs without timestamps")
     p.add_argument("--backend", default="ort", choices=available_backends())
+    p.add_argument("--precision", default="fp32", choices=PRECISIONS, help="artifact precision (default fp32)")
     p.add_argument("--threads", type=int, default=0, help="intra-op threads (0: backend default)")
     p.add_argument(
         "--provider",
@@ -61,7 +62,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         start = time.perf_counter()
         providers = tuple(args.providers or ("CPUExecutionProvider",))
-        with Embedder(manifest, args.backend, intra_op_threads=args.threads, providers=providers) as embedder:
+        options = {"intra_op_threads": args.threads, "providers": providers}
+        with Embedder(manifest, args.backend, args.precision, **options) as embedder:
             batch = embedder.embed(modality, x)
         elapsed_s = time.perf_counter() - start
         vectors = batch.unit() if args.unit else batch.vectors

@@ -115,7 +115,8 @@ class Pipeline:
             raise RuntimeError("pipeline already started")
         try:
             if self._embedder is None:
-                self._embedder = Embedder(self.manifest, self.config.backend, max_batch=self.config.batch_max,
+                self._embedder = Embedder(self.manifest, self.config.backend, self.config.precision,
+                                          max_batch=self.config.batch_max,
                                           intra_op_threads=self.config.threads)  # fmt: skip
             for mod in {s.modality for src in self._sources for s in src.streams.values()}:
                 self._embedder.backend(mod)

@@ -32,6 +32,7 @@ class PipelineConfig:
         batch_max: most windows per inference step (all modalities together).
         batch_deadline_s: longest wait for a batch to fill once it has one window, seconds.
         backend: embedder backend name (``"ort"``).
+        precision: which artifact the backend runs (``"fp32"``, ``"fp16"``, ``"int8"``).
         threads: backend intra-op threads (0: backend default).
         windows: per modality name, overrides for ``WindowConfig.from_spec``.
         lossless: block sources instead of dropping windows (finite fast sources only:
@@ -46,6 +47,7 @@ class PipelineConfig:
     batch_max: int = 8
     batch_deadline_s: float = 0.05
     backend: str = "ort"
+    precision: str = "fp32"
     threads: int = 0
     windows: dict[str, dict[str, Any]] = field(default_factory=dict)
     lossless: bool = False

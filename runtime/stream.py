@@ -3,7 +3,7 @@
 Usage::
 
     python -m runtime.stream --bundle DIR --source URI [--source URI ...]
-        (--prompts "a;b;c" | --prompt-file F) [--json] [--duration S] [--backend ort]
+        (--prompts "a;b;c" | --prompt-file F) [--json] [--duration S] [--backend ort] [--precision fp32|fp16|int8]
         [--threads N] [--enter T] [--exit T] [--min-duration S] [--cooldown S]
         [--scoring cosine|softmax] [--top-k K] [--lossless] [--prompt-cache DIR]
     python -m runtime.stream --demo        # sim://demo through bundles/demo, scored
@@ -58,7 +58,7 @@ from typing import Any, TextIO
 
 from runtime.embedder import Embedder
 from runtime.errors import BundleError, EdgebindError
-from runtime.manifest import ModelManifest, load_manifest
+from runtime.manifest import PRECISIONS, ModelManifest, load_manifest
 from runtime.matching import MatchConfig
 from runtime.pipeline import Pipeline, PipelineConfig
 from runtime.pipeline_status import PipelineEvent, PipelineStatus
@@ -93,6 +93,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="JSON lines on stdout (schema in the module docstring)")
     p.add_argument("--duration", type=float, help="stop after S seconds (default: until the sources end or Ctrl-C)")
     p.add_argument("--backend", default="ort", help="embedder backend (default ort)")
+    p.add_argument("--precision", default="fp32", choices=PRECISIONS, help="artifact precision (default fp32)")
     p.add_argument("--threads", type=int, default=0, help="backend intra-op threads (0: default)")
     p.add_argument("--lossless", action="store_true", help="block finite fast sources instead of dropping windows")
     p.add_argument("--enter", type=float, help="enter threshold")
@@ -114,10 +115,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_demo(duration_s=args.duration, threads=args.threads)
     try:
         manifest, prompts, match_cfg = _check_args(args)
-        embedder = Embedder(manifest, args.backend, max_batch=8, intra_op_threads=args.threads)
+        embedder = Embedder(manifest, args.backend, args.precision, max_batch=8, intra_op_threads=args.threads)
         try:
             bank = prompt_bank(embedder, prompts, args.prompt_cache)
-            cfg = PipelineConfig(backend=args.backend, threads=args.threads, lossless=args.lossless)
+            cfg = PipelineConfig(
+                backend=args.backend, precision=args.precision, threads=args.threads, lossless=args.lossless
+            )
             sink = EventSink(sys.stdout, as_json=args.json or not sys.stdout.isatty())
             pipeline = Pipeline(manifest, args.source, bank, match_cfg, cfg, on_event=sink, embedder=embedder)
             sink.t0_ns = pipeline.created_ns
