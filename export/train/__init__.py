@@ -1,0 +1,1 @@
+"""Training: the ImageBind recipe (contrastive alignment of modality towers to frozen anchors)."""
