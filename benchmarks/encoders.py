@@ -11,21 +11,18 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from benchmarks.common import RESULTS, machine_info, measure
 from benchmarks.report import save_report
 from runtime.manifest import load_manifest
 from runtime.types import Modality
-
-RESULTS = Path(__file__).parent / "results"
 
 
 @dataclass(frozen=True)
@@ -39,18 +36,6 @@ class Timing:
     p50_ms: float
     p90_ms: float
     min_ms: float
-
-
-def measure(fn: Callable[[], Any], iters: int, warmup: int) -> list[float]:
-    """Call ``fn`` ``warmup`` times untimed, then ``iters`` times; return seconds per call."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(iters):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return times
 
 
 def _timing(mod: str, engine: str, batch: int, times: list[float]) -> Timing:
@@ -130,28 +115,9 @@ def write_report(timings: list[Timing], meta: dict[str, Any], out_dir: Path) -> 
 
 
 def _meta(args: argparse.Namespace) -> dict[str, Any]:
-    import onnxruntime
-    import torch
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "host": platform.node().split(".")[0][:20] or "host",
-        "date": time.strftime("%Y-%m-%d"),
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "threads": args.threads,
-        "iters": args.iters,
-        "bundle": str(args.bundle),
-        "model": args.config,
-        "versions": {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "numpy": np.__version__},
-    }
+    meta = machine_info(args.threads)
+    meta.update(iters=args.iters, bundle=str(args.bundle), model=args.config)
+    return meta
 
 
 def main(argv: Sequence[str] | None = None) -> int:

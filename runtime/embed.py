@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -61,8 +62,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"error: {len(errors)} of {len(args.inputs)} input(s) failed; nothing written", file=sys.stderr)
             return 2
         start = time.perf_counter()
-        providers = tuple(args.providers or ("CPUExecutionProvider",))
-        options = {"intra_op_threads": args.threads, "providers": providers}
+        options: dict[str, Any] = {"intra_op_threads": args.threads}
+        if args.providers:
+            options["providers"] = tuple(args.providers)
         with Embedder(manifest, args.backend, args.precision, **options) as embedder:
             batch = embedder.embed(modality, x)
         elapsed_s = time.perf_counter() - start

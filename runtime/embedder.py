@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from runtime.backends import Backend, open_backend
+from runtime.backends import Backend, backend_format, open_backend
 from runtime.errors import InputError
 from runtime.manifest import ModelManifest
 from runtime.types import EmbeddingBatch, Modality
@@ -21,8 +21,9 @@ class Embedder:
 
     Args:
         manifest: a loaded bundle manifest.
-        backend: backend name (``"ort"``).
-        precision: which artifact to run (``"fp32"``).
+        backend: backend name (``"ort"``, ``"ort-cuda"``, ``"ort-tensorrt"``, ``"tensorrt"``, ``"torch"``);
+            it decides the artifact format (ONNX, TensorRT engine, torch.export program).
+        precision: which artifact to run (``"fp32"``, ``"fp16"``, ``"int8"``).
         max_batch: rows per backend call; larger inputs are chunked.
         backend_options: passed to the backend constructor (providers, threads).
     """
@@ -46,9 +47,12 @@ class Embedder:
         """The (lazily opened) backend of ``modality``."""
         if modality not in self._backends:
             spec = self.manifest.spec(modality)
-            art = spec.artifact(self.precision, "onnx")
+            art = spec.artifact(self.precision, backend_format(self.backend_name))
             path = str(self.manifest.path(art.file))
-            self._backends[modality] = open_backend(self.backend_name, path, **self._options)
+            options = dict(self._options)
+            if art.engine:
+                options["engine_fingerprint"] = art.engine
+            self._backends[modality] = open_backend(self.backend_name, path, **options)
         return self._backends[modality]
 
     def embed(self, modality: Modality, x: NDArray[np.generic]) -> EmbeddingBatch:
@@ -70,9 +74,10 @@ class Embedder:
         n, s = x.shape[:2]
         flat = np.ascontiguousarray(x.reshape((n * s, *row)).astype(spec.input.dtype, copy=False))
         backend = self.backend(modality)
+        step = min(self.max_batch, getattr(backend, "max_batch", self.max_batch))  # an engine's profile limit
         outs = []
-        for start in range(0, flat.shape[0], self.max_batch):
-            chunk = flat[start : start + self.max_batch]
+        for start in range(0, flat.shape[0], step):
+            chunk = flat[start : start + step]
             outs.append(backend.infer({spec.input.name: chunk})[spec.output.name])
         vectors = np.concatenate(outs, axis=0).reshape(n, s, -1).mean(axis=1, dtype=np.float64)
         return EmbeddingBatch(modality, vectors.astype(np.float32))
