@@ -71,6 +71,7 @@ def build_bundle(opts: BundleOptions, progress: ProgressFn | None = None) -> Mod
     report("loading weights", 0.0)
     model, model_id, source = _load_model(opts, cfg, mods)
     opts.out_dir.mkdir(parents=True, exist_ok=True)
+    _remove_derived(opts.out_dir, mods)
     specs: dict[Modality, ModalitySpec] = {}
     for i, mod in enumerate(mods):
         report(f"exporting {mod.value}", (i + 0.05) / len(mods))
@@ -89,6 +90,16 @@ def build_bundle(opts: BundleOptions, progress: ProgressFn | None = None) -> Mod
     manifest.write()
     report("done", 1.0)
     return manifest
+
+
+def _remove_derived(out_dir: Path, mods: Sequence[Modality]) -> None:
+    """Delete what an earlier export derived from the graphs being replaced: other precisions,
+    engines, exported programs (``<modality>.*``) and the gate report; the new manifest lists none."""
+    for mod in mods:
+        for stale in out_dir.glob(f"{mod.value}.*"):
+            if stale.is_file():
+                stale.unlink()
+    (out_dir / "gate_report.json").unlink(missing_ok=True)
 
 
 def _load_model(

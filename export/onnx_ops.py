@@ -16,7 +16,7 @@ TENSORRT_OPS: frozenset[str] = frozenset(
         "Max", "Min", "Mul", "Pow", "Range", "ReduceL2", "ReduceMax", "ReduceMean", "ReduceSum",
         "Reshape", "Shape", "Slice", "Softmax", "Split", "Sqrt", "Squeeze", "Sub", "Tile",
         "Transpose", "Unsqueeze", "Where", "Clip", "Exp", "Neg", "Less", "Greater", "Not",
-        "And", "Or", "Sigmoid", "Tanh", "Relu", "Abs", "Log", "ReduceProd",
+        "And", "Or", "Sigmoid", "Tanh", "Relu", "Abs", "Log", "ReduceProd", "QuantizeLinear", "DequantizeLinear",
     }
 )  # fmt: skip
 
