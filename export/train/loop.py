@@ -196,7 +196,8 @@ class Trainer:
 
     def _build_anchor_cache(self) -> Tensor:
         embs, _ = embed_dataset(self.model, self.train_data, [self.cfg.anchor], batch_size=self.cfg.eval_batch_size,
-                                device=self.device, tokenize=self._tokenize)  # fmt: skip
+                                device=self.device,
+                                tokenize=self.tokenize if self.cfg.anchor == "text" else self._tokenize)  # fmt: skip
         self.pair.train()  # embed_dataset leaves every tower in train mode
         return embs[self.cfg.anchor]
 
