@@ -1,8 +1,9 @@
 """``python -m runtime.stream --demo``: the synthetic world through the demo bundle, scored.
 
 Streams ``sim://demo`` (IMU, audio, depth, thermal; ``pace=fast``, lossless, so every
-window is embedded) through ``bundles/demo`` with the prompts of
-``tests/fixtures/prompts_demo.txt``, prints the detected events next to the
+window is embedded) through ``bundles/demo`` with the bundle's own ``prompts.txt`` (the
+trained miniature model knows the sim captions) or else ``tests/fixtures/prompts_demo.txt``,
+prints the detected events next to the
 ground-truth timeline, then per-class and overall precision and recall
 (:mod:`runtime.evaluate`) and the sensor-to-event latency p50/p99.
 """
@@ -26,6 +27,7 @@ from runtime.prompts import load_prompt_file
 
 DEMO_BUNDLE = Path("bundles") / "demo"
 DEMO_PROMPTS = Path("tests") / "fixtures" / "prompts_demo.txt"
+BUNDLE_PROMPTS = "prompts.txt"  # prompts shipped with a bundle (the miniature sim model writes one)
 DEMO_STREAMS = "imu,audio,depth,thermal"
 
 
@@ -43,7 +45,8 @@ def _demo_files() -> tuple[Path, Path] | None:
     if bundle is None:
         print(f"error: no demo bundle at {DEMO_BUNDLE}; run `bash scripts/demo_bundle.sh` first", file=sys.stderr)
         return None
-    prompts_path = _find(DEMO_PROMPTS)
+    own = bundle.parent / BUNDLE_PROMPTS
+    prompts_path = own if own.is_file() else _find(DEMO_PROMPTS)
     if prompts_path is None:
         print(f"error: demo prompts {DEMO_PROMPTS} not found; run from the repository root", file=sys.stderr)
         return None

@@ -85,6 +85,36 @@ def _triangle(x: float) -> float:
     return 4.0 * abs(x - math.floor(x + 0.5)) - 1.0
 
 
+def _wall_cue(x_m: float, size_m: tuple[float, float], bottom_m: float, rgb: tuple[int, int, int],
+              z_m: float = WALL_M - 0.01, *, ellipse: bool = False) -> SceneObject:  # fmt: skip
+    """A flat RGB-only marking on the back wall: not solid (no depth) and at the wall's temperature."""
+    width_m, height_m = size_m
+    return SceneObject(x_m, z_m, width_m, height_m, bottom_m, AMBIENT_K, AMBIENT_K, rgb, solid=False, ellipse=ellipse)
+
+
+def _door_cue(x_m: float, tau_s: float) -> list[SceneObject]:
+    """door_knock: the door in the back wall being knocked on (drawn while the knocking lasts)."""
+    return [_wall_cue(1.5 * x_m, (0.9, 1.95), 0.08, (92, 60, 38))]
+
+
+def _alarm_cue(x_m: float, tau_s: float) -> list[SceneObject]:
+    """alarm: the smoke alarm's red strobe high on the back wall, lit in the beep pattern (T3)."""
+    cyc = tau_s % 4.0
+    lit = cyc < 3.0 and cyc % 1.0 < 0.5
+    return [_wall_cue(x_m, (0.5, 0.3), 1.9, (255, 32, 24) if lit else (140, 24, 20))]
+
+
+def _glass_cue(x_m: float, tau_s: float) -> list[SceneObject]:
+    """glass_break: a window pane in the back wall with a dark hole smashed through it."""
+    pane = _wall_cue(1.2 * x_m, (1.2, 0.9), 1.0, (170, 205, 232))
+    hole = _wall_cue(1.2 * x_m, (0.55, 0.5), 1.2, (38, 42, 52), z_m=WALL_M - 0.02, ellipse=True)
+    return [pane, hole]
+
+
+# audio-only events get an RGB-only cue on the back wall (thermal and depth stay untouched)
+_WALL_CUES = {"door_knock": _door_cue, "alarm": _alarm_cue, "glass_break": _glass_cue}
+
+
 def _event_objects(event: Event, t_s: float) -> list[SceneObject]:
     p = event_params(event)
     tau_s, length_s = t_s - event.start_s, max(event.end_s - event.start_s, 1e-6)
@@ -104,6 +134,8 @@ def _event_objects(event: Event, t_s: float) -> list[SceneObject]:
                             (150, 108, 62), ellipse=False)]  # fmt: skip
     if event.label == "engine":
         return [SceneObject(p.x_m, 3.6, 0.9, 0.75, 0.0, 341.0, 318.0, (72, 74, 80), ellipse=False)]
+    if event.label in _WALL_CUES:
+        return _WALL_CUES[event.label](p.x_m, tau_s)
     if event.label == "fire":
         flicker = 0.5 + 0.25 * math.sin(2 * math.pi * 7.3 * t_s) + 0.25 * math.sin(2 * math.pi * 3.1 * t_s + 1.0)
         return [SceneObject(p.x_m, 4.0, 0.7, 0.6 + 0.3 * flicker, 0.0, 690.0 + 40.0 * flicker, 420.0,
