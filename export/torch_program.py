@@ -15,6 +15,7 @@ Example::
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 from collections.abc import Sequence
@@ -64,7 +65,7 @@ class _Program(torch.nn.Module):
 
     def __init__(self, model: ImageBindModel, modality: Modality, dtype: torch.dtype) -> None:
         super().__init__()
-        self.model = model
+        self.model = _single_tower(model, modality.value)  # the program holds this tower's weights only
         self.modality = modality.value
         self.dtype = dtype
 
@@ -127,6 +128,23 @@ def check_program(path: Path, manifest: ModelManifest, spec: ModalitySpec, preci
             "not written"
         )
     return worst
+
+
+_TOWER_PARTS = ("modality_preprocessors", "modality_trunks", "modality_heads", "modality_postprocessors")
+
+
+def _single_tower(model: ImageBindModel, modality: str) -> ImageBindModel:
+    """A shallow view of ``model`` owning only ``modality``'s four modules (shared, not copied).
+
+    torch.export keeps every parameter of the exported module, used or not; without this a
+    huge-model program would carry all six towers (4.8 GB) instead of one.
+    """
+    tower = copy.copy(model)
+    tower._modules = dict(model._modules)  # a module table of its own; the parts themselves are shared
+    for name in _TOWER_PARTS:
+        tower._modules[name] = torch.nn.ModuleDict({modality: getattr(model, name)[modality]})
+    tower.modalities = (modality,)
+    return tower
 
 
 def export_program(model: ImageBindModel, spec: ModalitySpec, precision: str, out: Path) -> Path:

@@ -95,6 +95,9 @@ def test_cli_records_artifacts(program_bundle: Path) -> None:
         meta = inspect_program(program_bundle / art.file)
         assert meta["inputs"][0]["name"] == "imu" and meta["outputs"][0]["name"] == "vectors"
     assert m.spec("imu").artifact("fp32", "onnx")
+    # The program carries the IMU tower's weights only, not the other five towers of the model.
+    onnx_bytes = m.spec("imu").artifact("fp32", "onnx").size_bytes
+    assert m.spec("imu").artifact("fp32", "torch_export").size_bytes < 1.5 * onnx_bytes
 
 
 @pytest.mark.torch
