@@ -85,6 +85,9 @@ class GateResult:
         top1_strict: fraction with exactly the same argmax (reported, not gated).
         margin_median: median FP32 cosine gap between the best and second-best prompt; a
             tiny gap (random or untrained weights) makes agreement fragile, whatever the precision.
+        centred_cosine_mean: mean row cosine after subtracting the FP32 mean embedding of the
+            held-out rows from both sides: how well the input-dependent part survives (reported,
+            not gated; raw cosine near 1 is partly free when every row points the same way).
         windows: held-out rows compared.
         prompts: prompts in the bank.
         bank: which bank (``"text:sim-captions"`` or ``"windows:held-out"``).
@@ -109,6 +112,7 @@ class GateResult:
     passed: bool
     reasons: tuple[str, ...] = ()
     seconds: float = 0.0
+    centred_cosine_mean: float = float("nan")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -118,15 +122,16 @@ class GateResult:
 
     def summary(self) -> dict[str, Any]:
         """The manifest's ``Artifact.gate`` entry."""
-        keys = ("cosine_mean", "cosine_p1", "top1_agreement", "top1_strict", "margin_median", "windows", "prompts",
-                "bank", "passed")  # fmt: skip
+        keys = ("cosine_mean", "cosine_p1", "top1_agreement", "top1_strict", "margin_median", "centred_cosine_mean",
+                "windows", "prompts", "bank", "passed")  # fmt: skip
         return {k: getattr(self, k) for k in keys} | {"thresholds": asdict(self.thresholds), "report": REPORT_NAME}
 
     def line(self) -> str:
         """One line for a terminal: verdict and metrics."""
         verdict = "passed" if self.passed else "FAILED (" + "; ".join(self.reasons) + ")"
         return (f"{self.modality} {self.precision}: gate {verdict}: cosine mean {self.cosine_mean:.5f}, "
-                f"p1 {self.cosine_p1:.5f}, top-1 agreement {self.top1_agreement:.1%} (exact {self.top1_strict:.1%}, "
+                f"p1 {self.cosine_p1:.5f}, centred {self.centred_cosine_mean:.3f}, "
+                f"top-1 agreement {self.top1_agreement:.1%} (exact {self.top1_strict:.1%}, "
                 f"median FP32 margin {self.margin_median:.4f}) over {self.windows} windows and {self.prompts} "
                 f"prompts ({self.bank})")
 
@@ -139,6 +144,7 @@ class GateMetrics:
     agreement: float
     strict: float
     margin_median: float
+    centred_mean: float = float("nan")
 
     @property
     def mean(self) -> float:
@@ -173,7 +179,17 @@ def compare_embeddings(
     agree = scores[np.arange(len(scores)), pick] >= scores.max(axis=1) - tie
     strict = np.argmax(scores, axis=1) == pick
     top2 = np.sort(scores, axis=1)[:, -2:]
-    return GateMetrics(cosines, float(agree.mean()), float(strict.mean()), float(np.median(top2[:, 1] - top2[:, 0])))
+    margin = float(np.median(top2[:, 1] - top2[:, 0]))
+    return GateMetrics(cosines, float(agree.mean()), float(strict.mean()), margin, _centred_mean(ref, cand))
+
+
+def _centred_mean(ref: NDArray[np.float64], cand: NDArray[np.float64]) -> float:
+    """Mean cosine of (unit) rows after removing the FP32 mean row from both; NaN for a single row."""
+    if len(ref) < 2:
+        return float("nan")
+    centre = ref.mean(axis=0)
+    a, b = _unit(ref - centre), _unit(np.nan_to_num(cand, nan=0.0) - centre)
+    return float(np.mean(np.sum(a * b, axis=1)))
 
 
 def judge(metrics: GateMetrics, thresholds: GateThresholds) -> tuple[bool, tuple[str, ...]]:
@@ -270,6 +286,7 @@ def run_gate(  # noqa: PLR0917 (the six data arguments are positional by design)
         passed=passed,
         reasons=reasons,
         seconds=round(time.perf_counter() - start, 3),
+        centred_cosine_mean=metrics.centred_mean,
     )
 
 

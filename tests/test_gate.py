@@ -135,3 +135,17 @@ def test_int8_calibrated_a_thousand_times_too_small_is_rejected(manifest: ModelM
     broken = verdicts["broken"]
     assert not broken.passed and broken.cosine_mean < 0.98
     assert "cosine mean" in broken.reasons[0] and "FAILED" in broken.line()
+
+
+def test_centred_cosine_sees_what_raw_cosine_hides() -> None:
+    # Every row is a shared direction plus a small input-dependent part; the candidate keeps the
+    # shared direction but replaces the input-dependent part with noise.
+    rng = np.random.default_rng(3)
+    shared = rng.standard_normal(64)
+    ref = shared + 0.05 * rng.standard_normal((40, 64))
+    cand = shared + 0.05 * rng.standard_normal((40, 64))
+    bank = rng.standard_normal((5, 64))
+    broken = compare_embeddings(ref, cand, bank)
+    assert broken.mean > 0.99 and abs(broken.centred_mean) < 0.3
+    kept = compare_embeddings(ref, ref + 1e-4 * rng.standard_normal((40, 64)), bank)
+    assert kept.centred_mean > 0.99

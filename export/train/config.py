@@ -21,6 +21,9 @@ DEVICES = ("auto", "cpu", "cuda")
 # Fields that change where or how visibly a run writes, not what it computes: not hashed,
 # so a run may be resumed into another directory or without a progress bar.
 UNHASHED_FIELDS = ("out_dir", "progress", "plot", "num_workers", "keep_checkpoints")
+# Fields added after runs were first checkpointed: hashed only when set, so older checkpoints still resume.
+HASHED_WHEN_SET = {"init_openclip": "", "openclip_model": "ViT-H-14", "lora": {}}
+LORA_KEYS = ("rank", "alpha", "targets", "train_also")
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,15 @@ class TrainConfig(DictConfig):
             CLIP-style training uses ``("vision", "text")`` with ``train_anchor``.
         train_anchor: also train the anchor tower (both towers learn); otherwise it is frozen.
         init_checkpoint: official-layout state dict to start from ('' = seeded random init).
+        init_openclip: local OpenCLIP checkpoint (file, or folder holding one) whose image and text
+            towers replace the built vision/text towers after ``init_checkpoint`` ('' = none; never
+            downloads; see ``export.train.openclip``).
+        openclip_model: the OpenCLIP architecture of ``init_openclip`` (a name such as ``ViT-H-14``
+            or an open_clip model-config JSON path), used to check head counts and options.
+        lora: LoRA fine-tuning of the trained tower(s) instead of full fine-tuning ({} = full):
+            ``{"rank": 8, "alpha": 16, "targets": [parameter-name suffixes], "train_also":
+            [full key prefixes inside the trained towers kept trainable, e.g. "modality_heads.audio"]}``;
+            only the LoRA factors (and ``train_also``) learn, ``model.pt`` holds merged plain weights.
         train_data: dataset factory ``{"factory": "module:callable", "kwargs": {...}}``.
         val_data: the same for the evaluation set ({} = no evaluation).
         steps: optimizer steps in the run.
@@ -76,6 +88,9 @@ class TrainConfig(DictConfig):
     pairs: tuple[str, ...] = ("vision", "audio")
     train_anchor: bool = False
     init_checkpoint: str = ""
+    init_openclip: str = ""
+    openclip_model: str = "ViT-H-14"
+    lora: dict[str, Any] = field(default_factory=dict)
     train_data: dict[str, Any] = field(default_factory=dict)
     val_data: dict[str, Any] = field(default_factory=dict)
     steps: int = 1000
@@ -127,6 +142,7 @@ class TrainConfig(DictConfig):
         self._check_ranges(name)
         _check_data_spec(f"{name}.train_data", self.train_data, required=False)
         _check_data_spec(f"{name}.val_data", self.val_data, required=False)
+        _check_lora(f"{name}.lora", self.lora, self.trained)
 
     def _check_ranges(self, name: str) -> None:
         if not 0.0 <= self.min_lr_ratio <= 1.0:
@@ -176,6 +192,7 @@ class TrainConfig(DictConfig):
     def config_hash(self) -> str:
         """sha256 of the canonical JSON of every field that changes the computation."""
         data = {k: v for k, v in self.to_dict().items() if k not in UNHASHED_FIELDS}
+        data = {k: v for k, v in data.items() if k not in HASHED_WHEN_SET or v != HASHED_WHEN_SET[k]}
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
     def with_overrides(self, **changes: Any) -> TrainConfig:
@@ -198,6 +215,36 @@ def _check_data_spec(label: str, spec: Any, required: bool) -> None:
         raise ConfigError(f"{label}.factory: expected 'module:callable', got {factory!r}")
     if not isinstance(spec.get("kwargs", {}), Mapping):
         raise ConfigError(f"{label}.kwargs: expected an object, got {spec.get('kwargs')!r}")
+
+
+def _check_lora(label: str, spec: Any, trained: tuple[str, ...]) -> None:
+    """Validate ``TrainConfig.lora`` (one line naming the key)."""
+    if not isinstance(spec, Mapping):
+        raise ConfigError(f"{label}: expected an object {{\"rank\": 8, \"alpha\": 16, \"targets\": [...]}}")
+    if not spec:
+        return
+    unknown = sorted(set(spec) - set(LORA_KEYS))
+    if unknown:
+        raise ConfigError(f"{label}: unknown key {unknown[0]!r} (valid keys: {', '.join(LORA_KEYS)})")
+    rank = spec.get("rank", 8)
+    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
+        raise ConfigError(f"{label}.rank: expected a positive integer, got {rank!r}")
+    alpha = spec.get("alpha", 16.0)
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or alpha <= 0:
+        raise ConfigError(f"{label}.alpha: expected a positive number, got {alpha!r}")
+    for key in ("targets", "train_also"):
+        value = spec.get(key, [])
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and v for v in value):
+            raise ConfigError(f"{label}.{key}: expected a list of non-empty strings, got {value!r}")
+    if "targets" in spec and not spec["targets"]:
+        raise ConfigError(f"{label}.targets: must not be empty (omit it for the default targets)")
+    for prefix in spec.get("train_also", []):
+        parts = prefix.split(".")
+        if len(parts) < 2 or parts[1] not in trained or parts[0] == "modality_postprocessors":
+            raise ConfigError(
+                f"{label}.train_also: {prefix!r} is not inside a trained tower "
+                f"(expected e.g. 'modality_heads.{trained[-1]}')"
+            )
 
 
 def train_config_from_dict(data: Mapping[str, Any], where: str = "TrainConfig") -> TrainConfig:

@@ -31,8 +31,9 @@ from export.train.distributed import DistInfo, barrier, gather_rows, rank_batche
 from export.train.evaluate import Tokenize, clip_tokenizer, embed_dataset, evaluate_pairs, modality_input
 from export.train.loss import LearnableTemperature, info_nce
 from export.train.metrics import MetricsLog, ProgressBar, plot_losses, read_metrics
+from export.train.openclip import init_from_openclip
 from export.train.schedule import build_optimizer, build_scheduler
-from export.train.towers import TowerPair, baked_state_dict, freeze_towers, modality_of
+from export.train.towers import TowerPair, apply_lora, baked_state_dict, freeze_towers, modality_of, plain_state_dict
 from runtime.errors import ConfigError
 
 
@@ -81,7 +82,8 @@ class Trainer:
         cfg: the run configuration.
         train_data: map-style dataset of dicts (``image``, ``<modality>``, ``index``, ...).
         val_data: optional evaluation dataset (same format; ``label`` enables zero-shot).
-        model: a prebuilt model; None builds ``cfg.model`` (seeded) and loads ``cfg.init_checkpoint``.
+        model: a prebuilt model; None builds ``cfg.model`` (seeded) and loads ``cfg.init_checkpoint``
+            then ``cfg.init_openclip`` (vision/text towers).
         dist: this process's place in a torchrun job (default: single process).
         tokenize: ``list[str] -> [N, L] int64`` for captions and zero-shot prompts
             (default: the CLIP tokenizer, created when first needed).
@@ -106,6 +108,8 @@ class Trainer:
         self._tokenize = tokenize
         self.model = (model if model is not None else self._build_model()).to(self.device)
         freeze_towers(self.model, cfg.trained)
+        self._plain_keys = list(self.model.state_dict())  # model.pt key order (LoRA renames keys)
+        self.lora_params = apply_lora(self.model, cfg.trained, cfg.lora) if cfg.lora else []
         temperature = LearnableTemperature(cfg.temperature, cfg.learn_temperature, cfg.max_logit_scale)
         self.pair = TowerPair(self.model, cfg.trained, temperature.to(self.device)).train()
         self.engine: nn.Module = self.pair
@@ -135,6 +139,8 @@ class Trainer:
         model = build_model(load_config(self.cfg.model), modalities)
         if self.cfg.init_checkpoint:
             load_checkpoint(model, load_state_dict_file(self.cfg.init_checkpoint))
+        if self.cfg.init_openclip:
+            init_from_openclip(model, self.cfg.openclip_model, self.cfg.init_openclip)
         return model
 
     @property
@@ -362,12 +368,17 @@ class Trainer:
         return self.step
 
     def export_model(self) -> Path | None:
-        """Rank 0: write ``model.pt`` (flat state dict of the built towers) and ``model_config.json``."""
+        """Rank 0: write ``model.pt`` (flat state dict of the built towers) and ``model_config.json``.
+
+        LoRA updates are merged into plain weights under the original keys, so the export
+        stage (``python -m export bundle --checkpoint model.pt``) reads it like any checkpoint.
+        """
         if not self.dist.is_main:
             return None
-        state = self.model.state_dict()
+        state = plain_state_dict(self.model, self._plain_keys)
         if self.cfg.bake_temperature:
-            state = baked_state_dict(self.model, self.cfg.target, self.temperature, self.cfg.max_logit_scale)
+            state = baked_state_dict(self.model, self.cfg.target, self.temperature, self.cfg.max_logit_scale,
+                                     self._plain_keys)  # fmt: skip
         path = ckpt.save_atomic(state, self.out_dir / "model.pt")
         save_config(self.model.config, self.out_dir / "model_config.json")  # type: ignore[arg-type]
         save_train_config(self.cfg, self.out_dir / "train_config.json")
