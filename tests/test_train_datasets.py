@@ -10,7 +10,6 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from export.config import config_from_json  # noqa: E402
 from export.train.data import PairSpec, collate_pairs  # noqa: E402
 from export.train.datasets import open_dataset, reader_info  # noqa: E402
 from export.train.datasets.audioset import audioset_records  # noqa: E402
@@ -21,24 +20,9 @@ from runtime.inputs import preprocess_config  # noqa: E402
 from runtime.preprocess import depth, imu  # noqa: E402
 from runtime.preprocess.wav import write_wav  # noqa: E402
 from runtime.types import Modality  # noqa: E402
+from tests.test_train_data import tiny_config  # noqa: E402
 
 pytestmark = pytest.mark.torch
-
-
-def tiny_config():
-    tower = {"embed_dim": 16, "num_blocks": 1, "num_heads": 2}
-    return config_from_json(
-        {
-            "name": "tiny_rows",
-            "out_embed_dim": 16,
-            "vision": {**tower, "input_shape": [3, 2, 28, 28]},
-            "text": tower,
-            "audio": {**tower, "input_shape": [1, 32, 24]},
-            "depth": {**tower, "input_shape": [1, 32, 32]},
-            "thermal": {**tower, "input_shape": [1, 32, 32]},
-            "imu": {**tower, "input_shape": [6, 80], "drop_path": 0.0},
-        }
-    )
 
 
 def save_image(path: Path, value: int, mode: str = "RGB", size: tuple[int, int] = (40, 30)) -> Path:
