@@ -82,6 +82,12 @@ class Embedder:
         vectors = np.concatenate(outs, axis=0).reshape(n, s, -1).mean(axis=1, dtype=np.float64)
         return EmbeddingBatch(modality, vectors.astype(np.float32))
 
+    def reset(self, modality: Modality) -> None:
+        """Close ``modality``'s backend (if open); the next call reopens it (after a backend failure)."""
+        backend = self._backends.pop(modality, None)
+        if backend is not None:
+            backend.close()
+
     def close(self) -> None:
         """Close every opened backend."""
         for b in self._backends.values():

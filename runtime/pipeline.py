@@ -13,7 +13,14 @@ with ``lossless`` a finite fast source blocks instead, so evaluation sees every
 window), latencies are kept in fixed-size reservoirs and only the last few events are
 kept for :meth:`Pipeline.status`. A source that raises (anything but ``EOFError``) is
 reported in its status and the others go on; the run ends when every source has ended
-and the queue is drained, or on :meth:`Pipeline.stop`.
+and the queue is drained, or on :meth:`Pipeline.stop` (pending windows discarded) or
+:meth:`Pipeline.drain` (sources stopped, pending windows still processed).
+
+A failing encoder call fails that batch's windows (counted) and closes that modality's
+backend so the next batch reopens it, at most once per backoff interval (doubling up to
+``BACKEND_BACKOFF_MAX_S``; reset by a success): the other modalities and the process go on.
+:attr:`Pipeline.heartbeat_ns` advances on every inference-loop turn (idle or not), for a
+watchdog that must see real progress.
 
 Capture time of a window is its last sample's ``t_ns``, or the moment the pipeline
 received that sample when earlier (``pace=fast`` sources stamp data ahead of the clock).
@@ -29,7 +36,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from runtime.embedder import Embedder
-from runtime.errors import EdgebindError
+from runtime.errors import EdgebindError, InputError
 from runtime.inputs import preprocess_config
 from runtime.latency import LatencyRecorder
 from runtime.manifest import ModelManifest
@@ -43,6 +50,8 @@ from runtime.window_input import window_to_input
 from runtime.window_queue import Job, WindowQueue
 
 _FRAME_MODALITIES = (Modality.DEPTH, Modality.THERMAL, Modality.VISION)
+BACKEND_BACKOFF_START_S = 0.5
+BACKEND_BACKOFF_MAX_S = 30.0
 
 
 class Pipeline:
@@ -56,6 +65,8 @@ class Pipeline:
         config: engine settings.
         on_event: called from the inference thread with every event (keep it quick).
         embedder: an already open embedder to use (not closed by the pipeline).
+        on_latency: called from the inference thread per matched window with its stream key and
+            per-stage latencies in milliseconds (window, queue, preprocess, embed, match, total).
 
     Raises:
         EdgebindError: a source cannot be opened, or a source has no stream the bundle
@@ -73,11 +84,13 @@ class Pipeline:
         *,
         on_event: Callable[[PipelineEvent], None] | None = None,
         embedder: Embedder | None = None,
+        on_latency: Callable[[str, dict[str, float]], None] | None = None,
     ) -> None:
         self.created_ns = time.monotonic_ns()  # before the sources open: the run's time zero
         self.manifest = manifest
         self.config = config or PipelineConfig()
         self._on_event = on_event
+        self._on_latency = on_latency
         self._sources = open_all(manifest, sources, self.config)
         self._by_key = {s.key: s for src in self._sources for s in src.streams.values()}
         mods = {s.modality for s in self._by_key.values()}
@@ -91,7 +104,12 @@ class Pipeline:
         self._recent: deque[PipelineEvent] = deque(maxlen=self.config.recent_events)
         self._closed: deque[Match] = deque(maxlen=self.config.closed_events)
         self._stop = threading.Event()
+        self._sources_stop = threading.Event()  # drain: sources end, queued windows still run
         self._done = threading.Event()
+        self.heartbeat_ns = time.monotonic_ns()
+        self._backend_fail: dict[Modality, int] = {}
+        self._backend_restarts: dict[Modality, int] = {}
+        self._backend_retry: dict[Modality, tuple[float, float]] = {}  # modality -> (next restart s, backoff s)
         self._infer_thread: threading.Thread | None = None
         self._errors: deque[str] = deque(maxlen=10)
         self._batches = 0
@@ -151,6 +169,29 @@ class Pipeline:
         self._close_resources()
         self._done.set()
 
+    def drain(self, timeout_s: float) -> bool:
+        """Stop the sources, process the windows already queued (up to ``timeout_s`` seconds), then stop.
+
+        Returns:
+            True if every queued window was processed in time.
+        """
+        self._sources_stop.set()
+        self._queue.wake()
+        for src in self._sources:
+            if src.thread is not None:
+                src.thread.join(timeout_s)
+        drained = self._done.wait(timeout_s)
+        self.stop()
+        return drained
+
+    def backend_counters(self) -> dict[str, dict[str, int]]:
+        """Encoder failures and backend restarts per modality name."""
+        with self._lock:
+            return {
+                "backend_failures": {m.value: n for m, n in self._backend_fail.items()},
+                "backend_restarts": {m.value: n for m, n in self._backend_restarts.items()},
+            }
+
     def run(self, duration_s: float | None = None, poll_s: float = 0.1) -> PipelineStatus:
         """Start, wait for the end of the sources or ``duration_s`` seconds, stop; return the final status."""
         self.start()
@@ -190,7 +231,7 @@ class Pipeline:
     # -- source threads -------------------------------------------------------------------
     def _source_loop(self, src: SourceState) -> None:
         try:
-            while not self._stop.is_set():
+            while not (self._stop.is_set() or self._sources_stop.is_set()):
                 try:
                     samples = src.source.read(self.config.read_timeout_s)
                 except EOFError:
@@ -221,6 +262,7 @@ class Pipeline:
         idle_s = min(0.05, self.config.read_timeout_s)
         try:
             while not self._stop.is_set():
+                self.heartbeat_ns = time.monotonic_ns()
                 jobs = self._queue.take(self.config.batch_max, self.config.batch_deadline_s, idle_s)
                 if jobs:
                     self._process(jobs)
@@ -258,14 +300,38 @@ class Pipeline:
             try:
                 assert self._embedder is not None
                 unit = self._embedder.embed(mod, np.stack(rows)).unit()
-            except EdgebindError as exc:
+            except Exception as exc:  # an encoder failure fails these windows, not the pipeline
                 for job in kept:
                     self._stream(job.key).failed += 1
-                self._errors.append(f"{mod.value} encoder: {exc}")
+                self._backend_failed(mod, exc)
                 continue
+            self._backend_retry.pop(mod, None)
             emb_ns = time.monotonic_ns()
             for job, vec in zip(kept, unit, strict=True):
                 self._match(job, vec, (taken_ns, pre_ns, emb_ns))
+
+    def _backend_failed(self, mod: Modality, exc: Exception) -> None:
+        """Count the failure; close the modality's backend (reopened by the next batch) unless backing off.
+
+        An InputError is the windows' fault, not the backend's: counted, nothing restarted.
+        """
+        self._errors.append(f"{mod.value} encoder: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}")
+        if isinstance(exc, InputError):
+            return
+        now = time.monotonic()
+        next_s, backoff_s = self._backend_retry.get(mod, (0.0, BACKEND_BACKOFF_START_S))
+        with self._lock:
+            self._backend_fail[mod] = self._backend_fail.get(mod, 0) + 1
+        if now < next_s:
+            return
+        self._backend_retry[mod] = (now + backoff_s, min(2 * backoff_s, BACKEND_BACKOFF_MAX_S))
+        assert self._embedder is not None
+        try:
+            self._embedder.reset(mod)
+        except Exception as close_exc:  # a backend that cannot even close is dropped anyway
+            self._errors.append(f"{mod.value} encoder: close failed: {close_exc}")
+        with self._lock:
+            self._backend_restarts[mod] = self._backend_restarts.get(mod, 0) + 1
 
     def _match(self, job: Job, vec: np.ndarray, marks: tuple[int, int, int]) -> None:
         taken_ns, pre_ns, emb_ns = marks
@@ -280,6 +346,11 @@ class Pipeline:
             rec.add_ns("embed", pre_ns, emb_ns)
             rec.add_ns("match", emb_ns, done_ns)
             rec.add_ns("total", job.capture_ns, done_ns)
+        if self._on_latency is not None:
+            marks_ns = (job.capture_ns, job.ready_ns, taken_ns, pre_ns, emb_ns, done_ns)
+            stages = ("window", "queue", "preprocess", "embed", "match")
+            ms = {s: (b - a) / 1e6 for s, a, b in zip(stages, marks_ns, marks_ns[1:], strict=False)}
+            self._on_latency(job.key, {**ms, "total": (done_ns - job.capture_ns) / 1e6})
         for match in found:
             event = PipelineEvent(match, stream.source, job.capture_ns, done_ns)
             with self._lock:

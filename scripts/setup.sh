@@ -3,13 +3,14 @@
 #   .venv       full: the export extra (torch CPU, onnx) + runtime + sensors + dev tools
 #   .venv-lite  no torch: runtime + sensors, proves the device side never needs torch
 # System packages (Debian): PortAudio and PulseAudio for the microphone tests, libusb
-# for pyrealsense2, socat for serial tests. Installed when missing (needs root).
+# for pyrealsense2, socat for serial tests, mosquitto (MQTT broker) for the daemon's sink
+# tests. Installed when missing (needs root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 quiet() { "$@" >/dev/null 2>&1 || "$@"; }   # rerun loudly if it failed
 
-APT_PACKAGES="libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins libusb-1.0-0 socat"
+APT_PACKAGES="libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins libusb-1.0-0 socat mosquitto"
 missing=""
 for pkg in $APT_PACKAGES; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing="$missing $pkg"
@@ -20,11 +21,11 @@ if [ -n "$missing" ]; then
     quiet apt-get update -q
     DEBIAN_FRONTEND=noninteractive quiet apt-get install -y -q --no-install-recommends $missing
   else
-    echo "warning: missing system packages:$missing (microphone/RealSense tests need them)" >&2
+    echo "warning: missing system packages:$missing (microphone/RealSense/MQTT tests need them)" >&2
   fi
 fi
 
-EXTRAS="runtime,sensors,cameras,realsense,plots"
+EXTRAS="runtime,sensors,cameras,realsense,plots,daemon"
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi

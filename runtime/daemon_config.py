@@ -1,0 +1,407 @@
+"""The daemon's TOML configuration: parse, then validate every table and key before anything starts.
+
+Every problem becomes one line ``section.key: problem; what to do`` and all of them are
+listed at once (:class:`ConfigProblems`), so a robot operator fixes the file in one go.
+Relative paths resolve against the config file's directory (systemd starts us in ``/``).
+Sections (see ``deploy/edgebind.toml`` for a commented example)::
+
+    [daemon]      name, status_interval_s, drain_timeout_s, publish_retry_max_s, source_wait_s, log_level
+    [bundle]      path (required), backend, precision, threads
+    [[sources]]   uri (required), name            (repeatable, at least one)
+    [prompts]     file | list, cache_dir            (exactly one of file and list)
+    [matching]    runtime.matching.MatchConfig fields
+    [pipeline]    runtime.pipeline_plan.PipelineConfig fields (backend/precision/threads live in [bundle])
+    [event_log]   path, max_events, synchronous
+    [control]     enabled, token_env | token_file
+    [http]        enabled, host, port, allow_remote
+    [zenoh] [mqtt] sinks: ``enabled`` here, the other keys checked by ``runtime.sinks.validate_sink``
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import math
+import os
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from runtime.config_util import config_from_dict
+from runtime.daemon_sections import (
+    BundleSection,
+    ControlSection,
+    DaemonConfig,
+    DaemonSection,
+    EventLogSection,
+    HttpSection,
+    PromptsSection,
+    SourceSection,
+)
+from runtime.errors import ConfigError, EdgebindError
+from runtime.manifest import PRECISIONS
+from runtime.matching import MatchConfig
+from runtime.pipeline_plan import PipelineConfig
+from runtime.prompts import Prompt, load_prompt_file
+from runtime.sources import parse_uri
+
+SINK_SECTIONS = ("zenoh", "mqtt")  # sink tables known to runtime.sinks (D-bus's package)
+LOG_LEVELS = ("debug", "info", "warning", "error")
+SYNC_MODES = ("full", "normal")
+MIN_TOKEN_CHARS = 16
+_BUNDLE_OWNED = ("backend", "precision", "threads")  # PipelineConfig keys set from [bundle]
+
+Check = Callable[[Any], str | None]  # value -> problem text, or None when fine
+
+
+class ConfigProblems(EdgebindError):
+    """The config file has problems; ``lines`` holds one ``section.key: problem; fix`` line each."""
+
+    def __init__(self, path: Path, lines: Sequence[str]) -> None:
+        self.path, self.lines = path, list(lines)
+        super().__init__(f"{path}: {len(self.lines)} problem(s): " + " | ".join(self.lines))
+
+
+# -- value checks -----------------------------------------------------------------------------
+def _is_str(v: Any) -> str | None:
+    return None if isinstance(v, str) and v.strip() else f"expected a non-empty string, got {v!r}"
+
+
+def _is_bool(v: Any) -> str | None:
+    return None if isinstance(v, bool) else f"expected true or false, got {v!r}"
+
+
+def _int_range(lo: int, hi: int | None = None) -> Check:
+    def check(v: Any) -> str | None:
+        if isinstance(v, bool) or not isinstance(v, int) or v < lo or (hi is not None and v > hi):
+            top = f" and <= {hi}" if hi is not None else ""
+            return f"expected an integer >= {lo}{top}, got {v!r}"
+        return None
+
+    return check
+
+
+def _positive(v: Any) -> str | None:
+    ok = not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v) and v > 0
+    return None if ok else f"expected a positive number, got {v!r}"
+
+
+def _choice(options: Sequence[str]) -> Check:
+    return lambda v: None if v in options else f"{v!r} is not one of {', '.join(options)}"
+
+
+def _str_list(v: Any) -> str | None:
+    if not isinstance(v, list) or not v or not all(isinstance(s, str) and s.strip() for s in v):
+        return f"expected a non-empty list of non-empty strings, got {v!r}"
+    return None
+
+
+def _backend(v: Any) -> str | None:
+    from runtime.backends import available_backends
+
+    return _choice(available_backends())(v)
+
+
+SPECS: dict[str, dict[str, Check]] = {
+    "daemon": {
+        "name": _is_str,
+        "status_interval_s": _positive,
+        "drain_timeout_s": _positive,
+        "publish_retry_max_s": _positive,
+        "source_wait_s": _positive,
+        "log_level": _choice(LOG_LEVELS),
+    },
+    "bundle": {"path": _is_str, "backend": _backend, "precision": _choice(PRECISIONS), "threads": _int_range(0)},
+    "sources": {"uri": _is_str, "name": _is_str},
+    "prompts": {"file": _is_str, "list": _str_list, "cache_dir": _is_str},
+    "event_log": {"path": _is_str, "max_events": _int_range(10), "synchronous": _choice(SYNC_MODES)},
+    "control": {"enabled": _is_bool, "token_env": _is_str, "token_file": _is_str},
+    "http": {"enabled": _is_bool, "host": _is_str, "port": _int_range(1, 65535), "allow_remote": _is_bool},
+}
+REQUIRED = {"bundle": ("path",), "sources": ("uri",), "event_log": ("path",)}
+STRUCT_SECTIONS = {"matching": MatchConfig, "pipeline": PipelineConfig}
+
+
+# -- loading ----------------------------------------------------------------------------------
+def read_toml(path: Path) -> dict[str, Any]:
+    """Parse a TOML file (``tomllib`` on 3.11+, ``tomli`` on 3.10); raises ConfigProblems with one line."""
+    try:
+        import tomllib as toml  # type: ignore[import-not-found,unused-ignore]
+    except ModuleNotFoundError:  # Python 3.10: the `daemon` extra installs tomli
+        try:
+            import tomli as toml  # type: ignore[import-not-found,no-redef,unused-ignore]
+        except ModuleNotFoundError:
+            raise ConfigProblems(path, ["tomli is missing on Python 3.10; pip install 'edgebind[daemon]'"]) from None
+    try:
+        with open(path, "rb") as fh:
+            data: dict[str, Any] = toml.load(fh)
+    except OSError as exc:
+        raise ConfigProblems(path, [f"cannot read the config file ({exc.strerror}); check --config"]) from None
+    except toml.TOMLDecodeError as exc:
+        raise ConfigProblems(path, [f"invalid TOML: {exc}; fix the syntax"]) from None
+    return data
+
+
+def load_config(path: str | Path, extra_sinks: Sequence[str] = (), environ: Mapping[str, str] | None = None
+                ) -> DaemonConfig:  # fmt: skip
+    """Read and validate ``path``; every problem listed in one ConfigProblems.
+
+    Args:
+        extra_sinks: additional sink table names accepted (sinks registered by the caller).
+        environ: where ``control.token_env`` is looked up (default ``os.environ``).
+    """
+    path = Path(path)
+    data = read_toml(path)
+    problems: list[str] = []
+    cfg = build_config(path, data, problems, tuple(extra_sinks), os.environ if environ is None else environ)
+    if problems or cfg is None:
+        raise ConfigProblems(path, problems)
+    return cfg
+
+
+def build_config(path: Path, data: Mapping[str, Any], problems: list[str], extra_sinks: tuple[str, ...],
+                 environ: Mapping[str, str]) -> DaemonConfig | None:  # fmt: skip
+    """Validate ``data`` (appending to ``problems``); the config, or None when anything is wrong."""
+    base = path.parent
+    sink_names = (*SINK_SECTIONS, *extra_sinks)
+    known = (*SPECS, *STRUCT_SECTIONS, *sink_names)
+    for name in data:
+        if name not in known:
+            problems.append(f"{name}: unknown section; valid sections: {', '.join(known)}")
+    tables = {name: _table(data, name, problems) for name in (*SPECS, *STRUCT_SECTIONS) if name != "sources"}
+    for name, table in tables.items():
+        if name in SPECS:
+            _check_keys(name, table, problems)
+    sources = _sources(data.get("sources"), problems)
+    daemon = _section(DaemonSection, tables["daemon"], problems)
+    bundle = _bundle(tables["bundle"], base, problems)
+    prompts = _prompts(tables["prompts"], base, problems)
+    matching = _struct("matching", tables["matching"], problems)
+    pipeline = _pipeline(tables["pipeline"], bundle, problems)
+    event_log = _event_log(tables["event_log"], base, problems)
+    control = _control(tables["control"], base, environ, problems)
+    http = _http(tables["http"], problems)
+    sinks = {name: _sink(name, data[name], problems) for name in sink_names if name in data}
+    if problems:
+        return None
+    assert bundle and prompts and matching and pipeline and event_log and control and http and daemon
+    return DaemonConfig(path, daemon, bundle, sources, prompts, matching, pipeline, event_log, control, http, sinks)
+
+
+def _table(data: Mapping[str, Any], name: str, problems: list[str]) -> dict[str, Any]:
+    value = data.get(name, {})
+    if not isinstance(value, dict):
+        problems.append(f"{name}: expected a table [{name}], got {type(value).__name__}; write it as [{name}]")
+        return {}
+    return value
+
+
+def _check_keys(name: str, table: Mapping[str, Any], problems: list[str], where: str | None = None) -> None:
+    """Unknown keys, missing required keys and bad values of a SPECS section, one line each."""
+    where = where or name
+    spec = SPECS[name]
+    for key, value in table.items():
+        if key not in spec:
+            problems.append(f"{where}.{key}: unknown key; valid keys: {', '.join(spec)}")
+        elif (why := spec[key](value)) is not None:
+            problems.append(f"{where}.{key}: {why}")
+    for key in REQUIRED.get(name, ()):
+        if key not in table:
+            problems.append(f"{where}.{key}: missing; it is required")
+
+
+def _ok(table: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """The keys of ``table`` that are known and valid (for building a section after the checks)."""
+    spec = SPECS[name]
+    return {k: v for k, v in table.items() if k in spec and spec[k](v) is None}
+
+
+def _section(cls: type, table: Mapping[str, Any], problems: list[str]) -> Any:
+    name = cls.__name__.removesuffix("Section").lower()
+    return cls(**_ok(table, name))
+
+
+def _resolve(base: Path, value: str) -> Path:
+    path = Path(os.path.expanduser(value))
+    return path if path.is_absolute() else base / path
+
+
+def _http(table: Mapping[str, Any], problems: list[str]) -> HttpSection:
+    section = HttpSection(**_ok(table, "http"))
+    loopback = section.host == "localhost" or section.host.startswith("127.") or section.host == "::1"
+    if section.enabled and not loopback and not section.allow_remote:
+        problems.append(f"http.host: {section.host!r} is not a loopback address; "
+                        "set http.allow_remote = true to serve metrics beyond localhost")  # fmt: skip
+    return section
+
+
+def _bundle(table: Mapping[str, Any], base: Path, problems: list[str]) -> BundleSection | None:
+    ok = _ok(table, "bundle")
+    if "path" not in ok:
+        return None
+    path = _resolve(base, ok.pop("path"))
+    if not (path / "manifest.json").is_file():
+        problems.append(f"bundle.path: {path} has no manifest.json; point it at a bundle directory")
+    return BundleSection(path, **ok)
+
+
+def _sources(value: Any, problems: list[str]) -> tuple[SourceSection, ...]:
+    if value is None:
+        problems.append("sources: no [[sources]]; add at least one, e.g. [[sources]] uri = \"sim://demo\"")
+        return ()
+    if not isinstance(value, list) or not all(isinstance(t, dict) for t in value):
+        problems.append("sources: expected an array of tables; write each source as [[sources]] uri = \"...\"")
+        return ()
+    out, names = [], set()
+    for i, table in enumerate(value):
+        where = f"sources[{i}]"
+        _check_keys("sources", table, problems, where)
+        ok = _ok(table, "sources")
+        if "uri" not in ok:
+            continue
+        try:
+            parse_uri(ok["uri"])
+        except ConfigError as exc:
+            problems.append(f"{where}.uri: {exc}")
+            continue
+        name = ok.get("name", ok["uri"])
+        if name in names:
+            problems.append(f"{where}.name: duplicate source {name!r}; give each source once or a distinct name")
+        names.add(name)
+        out.append(SourceSection(ok["uri"], ok.get("name", "")))
+    return tuple(out)
+
+
+def _prompts(table: Mapping[str, Any], base: Path, problems: list[str]) -> PromptsSection | None:
+    ok = _ok(table, "prompts")
+    if ("file" in table) == ("list" in table):
+        problems.append("prompts: give exactly one of prompts.file (reloadable) or prompts.list")
+        return None
+    cache = _resolve(base, ok["cache_dir"]) if "cache_dir" in ok else None
+    try:
+        if "file" in ok:
+            file = _resolve(base, ok["file"])
+            load_prompt_file(file)
+            return PromptsSection(file=file, cache_dir=cache)
+        if "list" in ok:
+            prompts_from_lines(ok["list"], "prompts.list")
+            return PromptsSection(list=tuple(ok["list"]), cache_dir=cache)
+    except EdgebindError as exc:
+        problems.append(f"prompts.{'file' if 'file' in ok else 'list'}: {exc}")
+    return None
+
+
+def prompts_from_lines(lines: Sequence[str], where: str) -> tuple[Prompt, ...]:
+    """Parse prompt-file lines (``label: t1 | t2`` or a plain text) with the prompt-file parser.
+
+    Raises:
+        PromptError: one line, naming ``where`` instead of a file.
+    """
+    with tempfile.TemporaryDirectory(prefix="edgebind-prompts-") as tmp:
+        path = Path(tmp) / "prompts.txt"
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        try:
+            return load_prompt_file(path)
+        except EdgebindError as exc:
+            raise type(exc)(str(exc).replace(str(path), where)) from None
+
+
+def _struct(name: str, table: Mapping[str, Any], problems: list[str], skip: tuple[str, ...] = ()) -> Any:
+    """A MatchConfig/PipelineConfig: per-key checks (all reported), then the class's cross-field checks."""
+    cls = STRUCT_SECTIONS[name]
+    valid = [f.name for f in dataclasses.fields(cls) if f.name not in skip]
+    good: dict[str, Any] = {}
+    for key, value in table.items():
+        if key in skip:
+            problems.append(f"{name}.{key}: set it in [bundle], not [{name}]")
+        elif key not in valid:
+            problems.append(f"{name}.{key}: unknown key; valid keys: {', '.join(valid)}")
+        else:
+            try:
+                config_from_dict(cls, {key: value}, name)
+            except ConfigError as exc:
+                if "expected" in str(exc):  # a type error of this key; range/cross-field: checked below
+                    problems.append(_keyed(str(exc), f"{name}.{key}"))
+                    continue
+            good[key] = value
+    if len(good) != len(table):
+        return None
+    try:
+        return config_from_dict(cls, good, name)
+    except ConfigError as exc:
+        problems.append(_keyed(str(exc), name))
+        return None
+
+
+def _keyed(message: str, where: str) -> str:
+    """Make a config_util/class message start with ``where`` (``section.key: ...``)."""
+    return message if message.startswith(where) else f"{where}: {message.split(': ', 1)[-1]}"
+
+
+def _pipeline(table: Mapping[str, Any], bundle: BundleSection | None, problems: list[str]) -> PipelineConfig | None:
+    cfg = _struct("pipeline", table, problems, skip=_BUNDLE_OWNED)
+    if cfg is None or bundle is None:
+        return None
+    return dataclasses.replace(cfg, backend=bundle.backend, precision=bundle.precision, threads=bundle.threads)
+
+
+def _event_log(table: Mapping[str, Any], base: Path, problems: list[str]) -> EventLogSection | None:
+    ok = _ok(table, "event_log")
+    if "path" not in ok:
+        return None
+    path = _resolve(base, ok.pop("path"))
+    if path.is_dir():
+        problems.append(f"event_log.path: {path} is a directory; name a file, e.g. {path / 'events.db'}")
+    return EventLogSection(path, **ok)
+
+
+def _control(table: Mapping[str, Any], base: Path, environ: Mapping[str, str], problems: list[str]
+             ) -> ControlSection | None:  # fmt: skip
+    ok = _ok(table, "control")
+    if "token_file" in ok:
+        ok["token_file"] = _resolve(base, ok["token_file"])
+    section = ControlSection(**ok)
+    if not section.enabled:
+        return section
+    if "token_file" in table and "token_env" in table:
+        problems.append("control.token_file: give one of control.token_env and control.token_file")
+        return None
+    if section.token_file is not None:
+        try:
+            token, where = section.token_file.read_text().strip(), "control.token_file"
+        except OSError as exc:
+            problems.append(f"control.token_file: cannot read {section.token_file} ({exc.strerror})")
+            return None
+    else:
+        token, where = environ.get(section.token_env, "").strip(), "control.token_env"
+    if len(token) < MIN_TOKEN_CHARS:
+        problems.append(f"{where}: control is enabled but the token is missing or shorter than {MIN_TOKEN_CHARS} "
+                        "characters; set a long random token (e.g. `openssl rand -hex 32`)")  # fmt: skip
+        return None
+    return dataclasses.replace(section, token=token)
+
+
+def _sink(name: str, value: Any, problems: list[str]) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        problems.append(f"{name}: expected a table [{name}]; write it as [{name}]")
+        return {}
+    if "enabled" in value and not isinstance(value["enabled"], bool):
+        problems.append(f"{name}.enabled: expected true or false, got {value['enabled']!r}")
+        return value
+    if name not in SINK_SECTIONS:
+        return value  # a sink registered by the caller validates itself when opened
+    for line in sink_problems(name, value):
+        problems.append(line if line.startswith(f"{name}") else f"{name}: {line}")
+    return value
+
+
+def sink_problems(name: str, section: Mapping[str, Any]) -> list[str]:
+    """``runtime.sinks.validate_sink(name, section)``; without that package an enabled sink is a problem."""
+    try:
+        sinks = importlib.import_module("runtime.sinks")
+    except ModuleNotFoundError:
+        if section.get("enabled") is True:
+            return [f"{name}.enabled: sink {name} unavailable (runtime.sinks is not installed); set enabled = false"]
+        return []
+    return list(sinks.validate_sink(name, section))
