@@ -151,7 +151,7 @@ def test_broker_down_raises_then_reconnects(tmp_path: Path) -> None:
                 errors.append(str(exc))
                 break
             finally:
-                assert time.monotonic() - t1 < 2.0
+                assert time.monotonic() - t1 < 10.0  # "never hangs"; generous for a loaded 2-core CI machine
             time.sleep(0.05)
         assert errors and errors[0].startswith("mqtt: ")
         broker.start()
@@ -183,7 +183,7 @@ def test_unacknowledged_publish_times_out(tmp_path: Path) -> None:
         t0 = time.monotonic()
         with pytest.raises(SinkError, match="no acknowledgement"):
             sink.publish_event(event(2))
-        assert 0.4 < time.monotonic() - t0 < 2.0
+        assert 0.4 < time.monotonic() - t0 < 10.0  # waited for the PUBACK timeout, then gave up (no hang)
     finally:
         broker.stop()
         sink.close()
