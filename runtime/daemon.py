@@ -187,7 +187,9 @@ class Daemon:
 
     def _config_prompts(self) -> tuple[Prompt, ...]:
         p = self.cfg.prompts
-        return load_prompt_file(p.file) if p.file is not None else prompts_from_lines(p.list, "prompts.list")
+        if p.file is not None:
+            return load_prompt_file(p.file)
+        return prompts_from_lines(p.list, "prompts.list", self.cfg.path.parent)
 
     def _sink_opener(self, name: str) -> Callable[[], Sink]:
         section = self.cfg.sinks[name]
@@ -358,7 +360,8 @@ class Daemon:
                  "threshold": p.threshold} for p in (bank.prompts if bank else ())]  # fmt: skip
 
     def parse_prompts(self, lines: list[str], where: str) -> tuple[Prompt, ...]:
-        return prompts_from_lines(lines, where)
+        p = self.cfg.prompts  # examples sent over control resolve next to the prompt file, else the config
+        return prompts_from_lines(lines, where, p.file.parent if p.file is not None else self.cfg.path.parent)
 
     def set_prompts(self, prompts: tuple[Prompt, ...], origin: str) -> dict[str, Any]:
         """Encode ``prompts`` and swap them in atomically; EdgebindError leaves the old bank."""

@@ -23,7 +23,6 @@ import dataclasses
 import importlib
 import math
 import os
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -285,26 +284,24 @@ def _prompts(table: Mapping[str, Any], base: Path, problems: list[str]) -> Promp
             load_prompt_file(file)
             return PromptsSection(file=file, cache_dir=cache)
         if "list" in ok:
-            prompts_from_lines(ok["list"], "prompts.list")
+            prompts_from_lines(ok["list"], "prompts.list", base)
             return PromptsSection(list=tuple(ok["list"]), cache_dir=cache)
     except EdgebindError as exc:
         problems.append(f"prompts.{'file' if 'file' in ok else 'list'}: {exc}")
     return None
 
 
-def prompts_from_lines(lines: Sequence[str], where: str) -> tuple[Prompt, ...]:
+def prompts_from_lines(lines: Sequence[str], where: str, base_dir: Path | None = None) -> tuple[Prompt, ...]:
     """Parse prompt-file lines (``label: t1 | t2`` or a plain text) with the prompt-file parser.
 
+    Example paths (``@audio:clip.wav``) resolve against ``base_dir`` (default: the working directory).
+
     Raises:
-        PromptError: one line, naming ``where`` instead of a file.
+        PromptError: one line, naming ``where:N``.
     """
-    with tempfile.TemporaryDirectory(prefix="edgebind-prompts-") as tmp:
-        path = Path(tmp) / "prompts.txt"
-        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-        try:
-            return load_prompt_file(path)
-        except EdgebindError as exc:
-            raise type(exc)(str(exc).replace(str(path), where)) from None
+    from runtime.prompts import parse_prompt_lines
+
+    return parse_prompt_lines(lines, where, base_dir)
 
 
 def _struct(name: str, table: Mapping[str, Any], problems: list[str], skip: tuple[str, ...] = ()) -> Any:

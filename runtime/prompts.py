@@ -21,6 +21,14 @@ Prompt file format (UTF-8)::
   matcher's (see :mod:`runtime.matching`).
 - ``!label: ...``: a leading ``!`` marks a background ("none of these") prompt: it
   competes in scoring but is never emitted as an event; it takes no threshold.
+- Example prompts: a template ``@audio:examples/glass.wav`` (``@imu:``, ``@depth:``, ``@thermal:``,
+  ``@vision:``; or a recording segment ``@imu:rec.npz#imu[12.0:17.0]``) is embedded by the
+  bundle's encoder of that modality, windowed like live streams (:mod:`runtime.prompt_examples`);
+  paths are relative to the prompt file. ``glass_break: glass breaks | @audio:glass.wav``
+  averages the text and the example like any two templates.
+- Embedding arithmetic: a template that starts with ``"``, ``@``, ``+``, ``-`` or ``<number>*`` is an
+  expression, ``dogbark: "a dog" + 0.5*@audio:bark.wav`` or ``standing: "a person" - "sitting"``
+  (:mod:`runtime.prompt_math`): each term normalised, weighted sum, re-normalised.
 
 Only whole lines are comments: a ``#`` after text is part of the text. Labels are
 unique (exact text) and may not contain ``|``, ``[`` or ``]`` (nor, in a file, ``:``). Errors raise
@@ -34,7 +42,7 @@ import json
 import math
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -42,11 +50,13 @@ import numpy as np
 from numpy.typing import NDArray
 
 from runtime.errors import InputError
+from runtime.prompt_math import ExampleRef, ExpressionError, Term, is_expression, parse_expression
 
 if TYPE_CHECKING:
     from runtime.embedder import Embedder
 
 EmbedText = Callable[[list[str]], NDArray[np.float32]]
+EmbedExample = Callable[[ExampleRef, Path], NDArray[np.float32]]
 CACHE_VERSION = 1  # bump when the cache layout or the averaging changes
 _BANNED_LABEL_CHARS = "|[]"
 
@@ -64,12 +74,17 @@ class Prompt:
         templates: one or more texts; their unit embeddings are averaged (CLIP prompt ensemble).
         background: a "none of these" prompt: competes in scoring, never emitted as an event.
         threshold: per-prompt enter threshold overriding ``MatchConfig.enter_threshold``.
+        base_dir: where relative example paths of the templates resolve (the prompt file's
+            directory; None: the current directory). Not part of equality.
+        source: ``file:line`` the prompt came from, for error messages. Not part of equality.
     """
 
     label: str
     templates: tuple[str, ...]
     background: bool = False
     threshold: float | None = None
+    base_dir: str | None = field(default=None, compare=False)
+    source: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
         if not self.label.strip() or any(c in self.label for c in _BANNED_LABEL_CHARS):
@@ -81,6 +96,31 @@ class Prompt:
                 raise PromptError(f"prompt {self.label!r}: a background prompt takes no threshold")
             if not (math.isfinite(self.threshold) and -1.0 <= self.threshold <= 1.0):
                 raise PromptError(f"prompt {self.label!r}: threshold {self.threshold} must be in [-1, 1]")
+        for template in self.templates:
+            template_terms(template, self.label)
+
+    @property
+    def examples(self) -> tuple[ExampleRef, ...]:
+        """Every example file the templates name, in order."""
+        return tuple(t.example for tpl in self.templates for t in template_terms(tpl, self.label) if t.example)
+
+    def example_paths(self) -> tuple[Path, ...]:
+        """The examples' files, resolved against ``base_dir``."""
+        return tuple(ref.resolved(self.base_dir) for ref in self.examples)
+
+
+def template_terms(template: str, label: str = "") -> tuple[Term, ...]:
+    """A template as weighted terms: an expression's terms, or one text term for plain text.
+
+    Raises:
+        PromptError: a malformed expression (one line).
+    """
+    if not is_expression(template):
+        return (Term(1.0, text=template),)
+    try:
+        return parse_expression(template)
+    except ExpressionError as exc:
+        raise PromptError(f"prompt {label!r}: {exc}") from None
 
 
 def parse_prompt_list(text: str) -> tuple[Prompt, ...]:
@@ -131,7 +171,7 @@ def load_prompt_file(path: str | Path) -> tuple[Prompt, ...]:
         if not stripped or stripped.startswith("#"):
             continue
         where = f"{path}:{number}"
-        prompt = _parse_line(stripped, where)
+        prompt = _parse_line(stripped, where, str(path.parent))
         if prompt.label in seen:
             raise PromptError(f"{where}: duplicate label {prompt.label!r} (first on line {seen[prompt.label]}); "
                               "give each label once with all its templates")  # fmt: skip
@@ -143,8 +183,35 @@ def load_prompt_file(path: str | Path) -> tuple[Prompt, ...]:
     return tuple(prompts)
 
 
-def _parse_line(line: str, where: str) -> Prompt:
+def parse_prompt_lines(lines: Sequence[str], where: str, base_dir: str | Path | None = None) -> tuple[Prompt, ...]:
+    """Parse prompt-file lines (control ``prompts.set``), examples relative to ``base_dir``.
+
+    Raises:
+        PromptError: one line naming ``where:N`` (N counts the given lines from 1).
+    """
+    prompts: list[Prompt] = []
+    seen: dict[str, int] = {}
+    base = str(base_dir) if base_dir is not None else str(Path.cwd())
+    for number, line in enumerate(lines, start=1):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        prompt = _parse_line(stripped, f"{where}:{number}", base)
+        if prompt.label in seen:
+            first = seen[prompt.label]
+            raise PromptError(f"{where}:{number}: duplicate label {prompt.label!r} (first on line {first})")
+        seen[prompt.label] = number
+        prompts.append(prompt)
+    if not any(not p.background for p in prompts):
+        raise PromptError(f"{where}: no prompts (only background, comments or blank lines); add 'label: template'")
+    return tuple(prompts)
+
+
+def _parse_line(line: str, where: str, base_dir: str | None = None) -> Prompt:
     """Parse one non-comment line ``[!]label [opts]: t1 | t2`` or ``label [opts]``."""
+    bare = line.lstrip("!").lstrip()
+    if bare.startswith(("@", '"')) or (is_expression(bare) and not bare.startswith(("+", "-"))):
+        raise PromptError(f"{where}: an example or expression prompt needs a label; write 'label: {line}'")
     head, sep, body = line.partition(":")
     head = head.strip()
     background = head.startswith("!")
@@ -161,9 +228,22 @@ def _parse_line(line: str, where: str) -> Prompt:
     if background and threshold is not None:
         raise PromptError(f"{where}: background prompt {head!r} takes no threshold; remove '[threshold=...]'")
     try:
-        return Prompt(head, templates, background=background, threshold=threshold)
+        prompt = Prompt(head, templates, background=background, threshold=threshold, base_dir=base_dir, source=where)
     except PromptError as exc:
         raise PromptError(f"{where}: {exc}") from None
+    _check_examples(prompt, where)
+    return prompt
+
+
+def _check_examples(prompt: Prompt, where: str) -> None:
+    """Missing example files and files of the wrong kind are errors at parse time."""
+    from runtime.prompt_examples import check_example_file
+
+    for ref in prompt.examples:
+        try:
+            check_example_file(ref, ref.resolved(prompt.base_dir))
+        except InputError as exc:
+            raise PromptError(f"{where}: {exc}") from None
 
 
 def _parse_options(head: str, where: str) -> tuple[str, float | None]:
@@ -239,6 +319,7 @@ def build_prompt_bank(
     embed_text: EmbedText,
     model_id: str,
     cache_dir: Path | None = None,
+    embed_example: EmbedExample | None = None,
 ) -> PromptBank:
     """Encode prompts into a bank, through an ``.npz`` cache when ``cache_dir`` is given.
 
@@ -248,7 +329,10 @@ def build_prompt_bank(
         model_id: the text encoder's model id; part of the cache key.
         cache_dir: where ``prompts-<sha256>.npz`` lives (created on demand); the key covers
             the model id and every label, template and background flag. A hit skips
-            ``embed_text``; an unreadable cache file is re-encoded and rewritten.
+            ``embed_text``; an unreadable cache file is re-encoded and rewritten. With example
+            prompts the key also covers every example file's SHA-256 and segment.
+        embed_example: ``(ExampleRef, path) -> (D,)`` for example terms; default: the one
+            :func:`bundle_text_embed` carries (``embed_text.embed_example``).
 
     Returns:
         The bank: (P, D) float32 unit vectors, each the re-normalised mean of its
@@ -261,24 +345,51 @@ def build_prompt_bank(
     cache_path = Path(cache_dir) / f"prompts-{key}.npz" if cache_dir is not None else None
     vectors = _read_cache(cache_path, key, len(prompts)) if cache_path is not None else None
     if vectors is None:
-        vectors = _encode(prompts, embed_text)
+        example_fn = embed_example if embed_example is not None else getattr(embed_text, "embed_example", None)
+        vectors = _encode(prompts, embed_text, example_fn)
         if cache_path is not None:
             _write_cache(cache_path, key, prompts, vectors)
     return PromptBank(prompts, vectors, model_id)
 
 
 def prompt_cache_key(prompts: Sequence[Prompt], model_id: str) -> str:
-    """Hex SHA-256 of the model id and every label, template and background flag (not thresholds)."""
-    doc = {
+    """Hex SHA-256 of the model id and every label, template and background flag (not thresholds).
+
+    Example prompts add each example's resolved path, segment and file SHA-256, so an edited
+    example file is re-encoded.
+    """
+    doc: dict[str, object] = {
         "version": CACHE_VERSION,
         "model_id": model_id,
         "prompts": [[p.label, list(p.templates), p.background] for p in prompts],
     }
+    examples = [(p, ref) for p in prompts for ref in p.examples]
+    if examples:
+        from runtime.prompt_examples import example_file_hash
+
+        rows = []
+        for p, ref in examples:
+            path = ref.resolved(p.base_dir)
+            try:
+                digest = example_file_hash(path)
+            except OSError as exc:
+                where = p.source or p.label
+                raise PromptError(f"{where}: {ref.describe()}: cannot read {path} ({exc.strerror})") from None
+            rows.append([p.label, ref.describe(), str(path.resolve()), digest])
+        doc["examples"] = rows
     return hashlib.sha256(json.dumps(doc, ensure_ascii=False).encode("utf-8")).hexdigest()
 
 
-def _encode(prompts: tuple[Prompt, ...], embed_text: EmbedText) -> NDArray[np.float32]:
-    """Embed every template in one call and average per prompt: (P, D) float32 unit."""
+def _encode(
+    prompts: tuple[Prompt, ...], embed_text: EmbedText, embed_example: EmbedExample | None = None
+) -> NDArray[np.float32]:
+    """Embed every template and average per prompt: (P, D) float32 unit.
+
+    Plain-text prompts take one text-encoder call (as before); prompts with expressions or
+    examples compose each template (:func:`runtime.prompt_math.compose`) and average the results.
+    """
+    if any(is_expression(t) for p in prompts for t in p.templates):
+        return _encode_composite(prompts, embed_text, embed_example)
     texts = [t for p in prompts for t in p.templates]
     emb = np.asarray(embed_text(texts), dtype=np.float64)
     if emb.ndim != 2 or emb.shape[0] != len(texts):
@@ -294,6 +405,47 @@ def _encode(prompts: tuple[Prompt, ...], embed_text: EmbedText) -> NDArray[np.fl
         out[i] = mean / max(float(np.linalg.norm(mean)), 1e-12)
         start += len(p.templates)
     return out.astype(np.float32)
+
+
+def _encode_composite(
+    prompts: tuple[Prompt, ...], embed_text: EmbedText, embed_example: EmbedExample | None
+) -> NDArray[np.float32]:
+    from runtime.prompt_math import combine, term_vectors
+
+    # all texts in one encoder call, examples one call each
+    all_texts = list(dict.fromkeys(t.text for p in prompts for tpl in p.templates
+                                   for t in template_terms(tpl, p.label) if t.text is not None))  # fmt: skip
+    text_vecs: dict[str, NDArray[np.float64]] = {}
+    if all_texts:
+        emb = np.asarray(embed_text(all_texts), dtype=np.float64)
+        if emb.ndim != 2 or emb.shape[0] != len(all_texts):
+            raise PromptError(f"prompt bank: text encoder returned {emb.shape} for {len(all_texts)} texts; "
+                              "expected (N, D)")  # fmt: skip
+        text_vecs = dict(zip(all_texts, emb, strict=True))
+
+    def cached_text(texts: list[str]) -> NDArray[np.float64]:
+        return np.stack([text_vecs[t] for t in texts])
+
+    fns: dict[str, object] = {"text": cached_text}
+    if embed_example is not None:
+        fns["example"] = embed_example
+    rows = []
+    for p in prompts:
+        units = []
+        for tpl in p.templates:
+            terms = template_terms(tpl, p.label)
+            try:
+                units.append(combine(term_vectors(terms, fns, p.base_dir), [t.weight for t in terms]))
+            except PromptError:
+                raise
+            except InputError as exc:
+                raise PromptError(f"{p.source or 'prompt ' + repr(p.label)}: {' '.join(str(exc).split())}") from None
+        mean = np.mean(np.asarray(units, dtype=np.float64), axis=0)
+        norm = float(np.linalg.norm(mean))
+        if norm < 1e-6:
+            raise PromptError(f"{p.source or 'prompt ' + repr(p.label)}: the templates of {p.label!r} cancel out")
+        rows.append(mean / norm)
+    return np.asarray(rows, dtype=np.float32)
 
 
 def _read_cache(path: Path, key: str, n_prompts: int) -> NDArray[np.float32] | None:
@@ -339,4 +491,7 @@ def bundle_text_embed(embedder: Embedder) -> EmbedText:
     def embed_text(texts: list[str]) -> NDArray[np.float32]:
         return embedder.embed(Modality.TEXT, tokenize(texts, vocab_path)).vectors
 
+    from runtime.prompt_examples import bundle_example_embed
+
+    embed_text.embed_example = bundle_example_embed(embedder)  # type: ignore[attr-defined]  # build_prompt_bank uses it
     return embed_text
