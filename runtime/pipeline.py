@@ -67,6 +67,9 @@ class Pipeline:
         embedder: an already open embedder to use (not closed by the pipeline).
         on_latency: called from the inference thread per matched window with its stream key and
             per-stage latencies in milliseconds (window, queue, preprocess, embed, match, total).
+        on_window: called from the inference thread once per embedded window with (stream key,
+            modality, start_ns, end_ns, unit vector float32 (D,)), e.g. to store it in an
+            embedding memory (keep it quick; an exception is reported in the status, not raised).
 
     Raises:
         EdgebindError: a source cannot be opened, or a source has no stream the bundle
@@ -85,12 +88,14 @@ class Pipeline:
         on_event: Callable[[PipelineEvent], None] | None = None,
         embedder: Embedder | None = None,
         on_latency: Callable[[str, dict[str, float]], None] | None = None,
+        on_window: Callable[[str, Modality, int, int, np.ndarray], None] | None = None,
     ) -> None:
         self.created_ns = time.monotonic_ns()  # before the sources open: the run's time zero
         self.manifest = manifest
         self.config = config or PipelineConfig()
         self._on_event = on_event
         self._on_latency = on_latency
+        self._on_window = on_window
         self._sources = open_all(manifest, sources, self.config)
         self._by_key = {s.key: s for src in self._sources for s in src.streams.values()}
         mods = {s.modality for s in self._by_key.values()}
@@ -308,6 +313,11 @@ class Pipeline:
             self._backend_retry.pop(mod, None)
             emb_ns = time.monotonic_ns()
             for job, vec in zip(kept, unit, strict=True):
+                if self._on_window is not None:
+                    try:
+                        self._on_window(job.key, mod, job.window.start_ns, job.window.end_ns, vec)
+                    except Exception as exc:  # a failing consumer must not stop matching
+                        self._errors.append(f"{job.key}: on_window: {type(exc).__name__}: {exc}")
                 self._match(job, vec, (taken_ns, pre_ns, emb_ns))
 
     def _backend_failed(self, mod: Modality, exc: Exception) -> None:
