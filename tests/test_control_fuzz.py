@@ -109,6 +109,7 @@ def test_mqtt_fuzz(broker: tuple[str, int]) -> None:
     sink = open_sink("mqtt", {"enabled": True, "host": host, "port": port, "topic_prefix": prefix}, control)
     replies = MqttCollector(host, port, f"{prefix}/control/reply")
     try:
+        assert sink.wait_ready(30.0)  # type: ignore[attr-defined]  # subscribed before the first request
         for payload in fuzz_payloads():
             replies.publish(f"{prefix}/control/request", payload)
             _check_error(replies.get_json()[1])

@@ -196,6 +196,7 @@ def test_control_request_reply(broker: tuple[str, int]) -> None:
     sink = open_sink("mqtt", _section(host, port, prefix), control)
     replies = MqttCollector(host, port, f"{prefix}/control/reply")
     try:
+        assert sink.wait_ready(30.0)  # type: ignore[attr-defined]  # subscribed before the first request
         request = {"op": "prompts.set", "prompts": ["siren: a siren"], "id": "r1"}
         replies.publish(f"{prefix}/control/request", json.dumps(request).encode())
         assert replies.get_json()[1] == {"ok": False, "error": "missing or wrong token"}
@@ -216,6 +217,7 @@ def test_no_control_subscription_unless_enabled(broker: tuple[str, int]) -> None
     sink = open_sink("mqtt", _section(host, port, prefix), control)
     replies = MqttCollector(host, port, f"{prefix}/control/reply")
     try:
+        assert sink.wait_ready(30.0)  # type: ignore[attr-defined]  # connected: silence below is not a race
         replies.publish(f"{prefix}/control/request", json.dumps({"op": "status"}).encode())
         with pytest.raises(queue.Empty):  # nobody answers
             replies.get(timeout=0.7)

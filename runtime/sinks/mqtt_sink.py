@@ -134,6 +134,7 @@ class MqttSink:
         self._control = control if control_enabled(control) else None
         self._status = to_json({"state": "starting"})
         self._connected = threading.Event()
+        self._ready = threading.Event()  # connected and, with control on, subscribed to its requests
         self._closed = False
         self._requests: queue.Queue[bytes | None] = queue.Queue(CONTROL_QUEUE)
         self._client = self._make_client()
@@ -163,9 +164,14 @@ class MqttSink:
             client.tls_insecure_set(cfg["tls_insecure"])
         client.on_socket_open = _no_delay
         client.on_connect = self._on_connect
+        client.on_subscribe = self._on_subscribe
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         return client
+
+    def wait_ready(self, timeout_s: float) -> bool:
+        """Wait until connected and (with control enabled) subscribed to control requests."""
+        return self._ready.wait(timeout_s)
 
     def topic(self, suffix: str) -> str:
         """``<topic_prefix>/<suffix>``."""
@@ -178,12 +184,18 @@ class MqttSink:
             return
         if self._control is not None:
             client.subscribe(self.topic("control/request"), qos=1)
+        else:
+            self._ready.set()
         client.publish(self.topic("status"), self._status, qos=1, retain=True)
         self._connected.set()
         log.info("mqtt connected to %s:%d", self.cfg["host"], self.cfg["port"])
 
+    def _on_subscribe(self, client: Any, userdata: Any, mid: Any, reasons: Any, properties: Any) -> None:
+        self._ready.set()  # the only subscription is the control request topic
+
     def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
         self._connected.clear()
+        self._ready.clear()
         if not self._closed:
             log.warning("mqtt disconnected (%s); reconnecting with backoff", reason)
 
