@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from runtime.errors import ConfigError
@@ -100,3 +101,23 @@ def _coerce(hint: Any, value: Any, label: str) -> Any:
     if hint is str and not isinstance(value, str):
         raise ConfigError(f"{label}: expected a string, got {value!r}")
     return value
+
+
+# -- value checks for TOML tables (daemon config, sink sections): value -> problem text or None --
+Check = Callable[[Any], str | None]
+
+
+def is_bool(v: Any) -> str | None:
+    """A TOML boolean."""
+    return None if isinstance(v, bool) else f"expected true or false, got {v!r}"
+
+
+def positive(v: Any) -> str | None:
+    """A finite number > 0 (booleans are not numbers here)."""
+    ok = not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v) and v > 0
+    return None if ok else f"expected a positive number, got {v!r}"
+
+
+def choice(options: Sequence[Any]) -> Check:
+    """One of ``options``."""
+    return lambda v: None if v in options else f"{v!r} is not one of {', '.join(map(str, options))}"

@@ -21,13 +21,12 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import math
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from runtime.config_util import config_from_dict
+from runtime.config_util import Check, choice, config_from_dict, is_bool, positive
 from runtime.daemon_sections import (
     BundleSection,
     ControlSection,
@@ -51,7 +50,6 @@ SYNC_MODES = ("full", "normal")
 MIN_TOKEN_CHARS = 16
 _BUNDLE_OWNED = ("backend", "precision", "threads")  # PipelineConfig keys set from [bundle]
 
-Check = Callable[[Any], str | None]  # value -> problem text, or None when fine
 
 
 class ConfigProblems(EdgebindError):
@@ -67,10 +65,6 @@ def _is_str(v: Any) -> str | None:
     return None if isinstance(v, str) and v.strip() else f"expected a non-empty string, got {v!r}"
 
 
-def _is_bool(v: Any) -> str | None:
-    return None if isinstance(v, bool) else f"expected true or false, got {v!r}"
-
-
 def _int_range(lo: int, hi: int | None = None) -> Check:
     def check(v: Any) -> str | None:
         if isinstance(v, bool) or not isinstance(v, int) or v < lo or (hi is not None and v > hi):
@@ -79,15 +73,6 @@ def _int_range(lo: int, hi: int | None = None) -> Check:
         return None
 
     return check
-
-
-def _positive(v: Any) -> str | None:
-    ok = not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v) and v > 0
-    return None if ok else f"expected a positive number, got {v!r}"
-
-
-def _choice(options: Sequence[str]) -> Check:
-    return lambda v: None if v in options else f"{v!r} is not one of {', '.join(options)}"
 
 
 def _str_list(v: Any) -> str | None:
@@ -99,24 +84,24 @@ def _str_list(v: Any) -> str | None:
 def _backend(v: Any) -> str | None:
     from runtime.backends import available_backends
 
-    return _choice(available_backends())(v)
+    return choice(available_backends())(v)
 
 
 SPECS: dict[str, dict[str, Check]] = {
     "daemon": {
         "name": _is_str,
-        "status_interval_s": _positive,
-        "drain_timeout_s": _positive,
-        "publish_retry_max_s": _positive,
-        "source_wait_s": _positive,
-        "log_level": _choice(LOG_LEVELS),
+        "status_interval_s": positive,
+        "drain_timeout_s": positive,
+        "publish_retry_max_s": positive,
+        "source_wait_s": positive,
+        "log_level": choice(LOG_LEVELS),
     },
-    "bundle": {"path": _is_str, "backend": _backend, "precision": _choice(PRECISIONS), "threads": _int_range(0)},
+    "bundle": {"path": _is_str, "backend": _backend, "precision": choice(PRECISIONS), "threads": _int_range(0)},
     "sources": {"uri": _is_str, "name": _is_str},
     "prompts": {"file": _is_str, "list": _str_list, "cache_dir": _is_str},
-    "event_log": {"path": _is_str, "max_events": _int_range(10), "synchronous": _choice(SYNC_MODES)},
-    "control": {"enabled": _is_bool, "token_env": _is_str, "token_file": _is_str},
-    "http": {"enabled": _is_bool, "host": _is_str, "port": _int_range(1, 65535), "allow_remote": _is_bool},
+    "event_log": {"path": _is_str, "max_events": _int_range(10), "synchronous": choice(SYNC_MODES)},
+    "control": {"enabled": is_bool, "token_env": _is_str, "token_file": _is_str},
+    "http": {"enabled": is_bool, "host": _is_str, "port": _int_range(1, 65535), "allow_remote": is_bool},
 }
 REQUIRED = {"bundle": ("path",), "sources": ("uri",), "event_log": ("path",)}
 STRUCT_SECTIONS = {"matching": MatchConfig, "pipeline": PipelineConfig}

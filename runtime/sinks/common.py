@@ -7,16 +7,18 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from runtime.config_util import Check, choice, is_bool, positive
+
+__all__ = ["Check", "choice", "is_bool", "positive"]  # re-exported for the sink modules
+
 log = logging.getLogger("edgebind.sinks")
 
-Check = Callable[[Any], str | None]  # value -> problem text, or None when fine
 MAX_CONTROL_BYTES = 64 * 1024  # a prompt list fits easily; anything bigger is rejected unparsed
 _CHUNK_RE = re.compile(r"[^A-Za-z0-9_.-]+")
 _PREFIX_BAD = set("*$?#+ \t\r\n")
@@ -55,10 +57,6 @@ def resolve(section: Mapping[str, Any], schema: Mapping[str, Key]) -> dict[str, 
 
 
 # -- value checks -------------------------------------------------------------------------------
-def is_bool(v: Any) -> str | None:
-    return None if isinstance(v, bool) else f"expected true or false, got {v!r}"
-
-
 def is_str(v: Any) -> str | None:
     return None if isinstance(v, str) else f"expected a string, got {v!r}"
 
@@ -69,15 +67,6 @@ def int_range(lo: int, hi: int) -> Check:
         return None if ok else f"expected an integer from {lo} to {hi}, got {v!r}"
 
     return check
-
-
-def positive(v: Any) -> str | None:
-    ok = not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v) and v > 0
-    return None if ok else f"expected a positive number, got {v!r}"
-
-
-def choice(options: Sequence[Any]) -> Check:
-    return lambda v: None if v in options else f"{v!r} is not one of {', '.join(map(str, options))}"
 
 
 def str_list(item: Check) -> Check:
