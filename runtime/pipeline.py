@@ -17,8 +17,8 @@ and the queue is drained, or on :meth:`Pipeline.stop` (pending windows discarded
 :meth:`Pipeline.drain` (sources stopped, pending windows still processed).
 
 A failing encoder call fails that batch's windows (counted) and closes that modality's
-backend so the next batch reopens it, at most once per backoff interval (doubling up to
-``BACKEND_BACKOFF_MAX_S``; reset by a success): the other modalities and the process go on.
+backend so the next batch reopens it, at most once per backoff interval
+(:mod:`runtime.pipeline_backend`): the other modalities and the process go on.
 :attr:`Pipeline.heartbeat_ns` advances on every inference-loop turn (idle or not), for a
 watchdog that must see real progress.
 
@@ -36,13 +36,14 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from runtime.embedder import Embedder
-from runtime.errors import EdgebindError, InputError
+from runtime.errors import EdgebindError
 from runtime.inputs import preprocess_config
 from runtime.latency import LatencyRecorder
 from runtime.manifest import ModelManifest
 from runtime.matching import MatchConfig, Matcher
+from runtime.pipeline_backend import BackendHealth
 from runtime.pipeline_plan import PipelineConfig, SourceState, StreamState, open_all
-from runtime.pipeline_status import PipelineEvent, PipelineStatus, SourceStatus, StreamStatus
+from runtime.pipeline_status import PipelineEvent, PipelineStatus, source_status, stream_status
 from runtime.prompts import PromptBank
 from runtime.sources import SampleSource
 from runtime.types import Match, Modality, Window
@@ -50,8 +51,6 @@ from runtime.window_input import window_to_input
 from runtime.window_queue import Job, WindowQueue
 
 _FRAME_MODALITIES = (Modality.DEPTH, Modality.THERMAL, Modality.VISION)
-BACKEND_BACKOFF_START_S = 0.5
-BACKEND_BACKOFF_MAX_S = 30.0
 
 
 class Pipeline:
@@ -112,11 +111,9 @@ class Pipeline:
         self._sources_stop = threading.Event()  # drain: sources end, queued windows still run
         self._done = threading.Event()
         self.heartbeat_ns = time.monotonic_ns()
-        self._backend_fail: dict[Modality, int] = {}
-        self._backend_restarts: dict[Modality, int] = {}
-        self._backend_retry: dict[Modality, tuple[float, float]] = {}  # modality -> (next restart s, backoff s)
         self._infer_thread: threading.Thread | None = None
         self._errors: deque[str] = deque(maxlen=10)
+        self._health = BackendHealth(self._errors)
         self._batches = 0
         self._events = 0
         self._t_start_ns: int | None = None
@@ -191,11 +188,7 @@ class Pipeline:
 
     def backend_counters(self) -> dict[str, dict[str, int]]:
         """Encoder failures and backend restarts per modality name."""
-        with self._lock:
-            return {
-                "backend_failures": {m.value: n for m, n in self._backend_fail.items()},
-                "backend_restarts": {m.value: n for m, n in self._backend_restarts.items()},
-            }
+        return self._health.counters()
 
     def run(self, duration_s: float | None = None, poll_s: float = 0.1) -> PipelineStatus:
         """Start, wait for the end of the sources or ``duration_s`` seconds, stop; return the final status."""
@@ -302,15 +295,15 @@ class Pipeline:
             if not kept:
                 continue
             pre_ns = time.monotonic_ns()
+            assert self._embedder is not None
             try:
-                assert self._embedder is not None
                 unit = self._embedder.embed(mod, np.stack(rows)).unit()
             except Exception as exc:  # an encoder failure fails these windows, not the pipeline
                 for job in kept:
                     self._stream(job.key).failed += 1
-                self._backend_failed(mod, exc)
+                self._health.failed(mod, exc, self._embedder)
                 continue
-            self._backend_retry.pop(mod, None)
+            self._health.succeeded(mod)
             emb_ns = time.monotonic_ns()
             for job, vec in zip(kept, unit, strict=True):
                 if self._on_window is not None:
@@ -319,29 +312,6 @@ class Pipeline:
                     except Exception as exc:  # a failing consumer must not stop matching
                         self._errors.append(f"{job.key}: on_window: {type(exc).__name__}: {exc}")
                 self._match(job, vec, (taken_ns, pre_ns, emb_ns))
-
-    def _backend_failed(self, mod: Modality, exc: Exception) -> None:
-        """Count the failure; close the modality's backend (reopened by the next batch) unless backing off.
-
-        An InputError is the windows' fault, not the backend's: counted, nothing restarted.
-        """
-        self._errors.append(f"{mod.value} encoder: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}")
-        if isinstance(exc, InputError):
-            return
-        now = time.monotonic()
-        next_s, backoff_s = self._backend_retry.get(mod, (0.0, BACKEND_BACKOFF_START_S))
-        with self._lock:
-            self._backend_fail[mod] = self._backend_fail.get(mod, 0) + 1
-        if now < next_s:
-            return
-        self._backend_retry[mod] = (now + backoff_s, min(2 * backoff_s, BACKEND_BACKOFF_MAX_S))
-        assert self._embedder is not None
-        try:
-            self._embedder.reset(mod)
-        except Exception as close_exc:  # a backend that cannot even close is dropped anyway
-            self._errors.append(f"{mod.value} encoder: close failed: {close_exc}")
-        with self._lock:
-            self._backend_restarts[mod] = self._backend_restarts.get(mod, 0) + 1
 
     def _match(self, job: Job, vec: np.ndarray, marks: tuple[int, int, int]) -> None:
         taken_ns, pre_ns, emb_ns = marks
@@ -377,35 +347,20 @@ class Pipeline:
     def status(self) -> PipelineStatus:
         """A consistent-enough snapshot for a live view or a summary (cheap; any thread)."""
         dropped = self._queue.dropped()
-        streams = []
         with self._lock:
             tops = {s.key: tuple(self._matcher.top(s.key)) for src in self._sources for s in src.streams.values()}
             recent = tuple(self._recent)
             events = self._events
-        for src in self._sources:
-            for s in src.streams.values():
-                streams.append(StreamStatus(s.key, src.name, s.stream_id, s.modality.value, s.made, s.done,
-                                            dropped.get(s.key, 0), s.failed, s.events, tops[s.key],
-                                            s.latency.summary(), dict(s.windower.counters)))  # fmt: skip
-        sources = tuple(
-            SourceStatus(
-                src.name,
-                tuple(s.key for s in src.streams.values()),
-                src.ignored,
-                src.source.stats(),
-                src.finished,
-                src.error,
-            )
-            for src in self._sources
-        )
+        streams = tuple(stream_status(src, s, dropped.get(s.key, 0), tops[s.key])
+                        for src in self._sources for s in src.streams.values())  # fmt: skip
         start = self._t_start_ns or time.monotonic_ns()
         end = self._t_end_ns or time.monotonic_ns()
         return PipelineStatus(
             running=self._infer_thread is not None and not self._done.is_set(),
             done=self._done.is_set(),
             elapsed_s=(end - start) / 1e9 if self._t_start_ns else 0.0,
-            sources=sources,
-            streams=tuple(streams),
+            sources=tuple(source_status(src) for src in self._sources),
+            streams=streams,
             latency=self._latency.summary(),
             batches=self._batches,
             queue_depth=len(self._queue),

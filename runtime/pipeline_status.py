@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runtime.latency import StageLatency, summary_to_dict
 from runtime.sources import SourceStats
 from runtime.types import Match
+
+if TYPE_CHECKING:
+    from runtime.pipeline_plan import SourceState, StreamState
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,15 @@ class StreamStatus:
         return out
 
 
+def stream_status(
+    src: SourceState, stream: StreamState, dropped: int, top: tuple[tuple[str, float], ...]
+) -> StreamStatus:
+    """A stream's snapshot from its live state, its queue drops and the matcher's top-k."""
+    s = stream
+    return StreamStatus(s.key, src.name, s.stream_id, s.modality.value, s.made, s.done, dropped, s.failed, s.events,
+                        top, s.latency.summary(), dict(s.windower.counters))  # fmt: skip
+
+
 @dataclass(frozen=True)
 class SourceStatus:
     """One source.
@@ -97,6 +109,12 @@ class SourceStatus:
         out["streams"], out["ignored"] = list(self.streams), list(self.ignored)
         out["stats"] = dataclasses.asdict(self.stats)
         return out
+
+
+def source_status(src: SourceState) -> SourceStatus:
+    """A source's snapshot from its live state."""
+    keys = tuple(s.key for s in src.streams.values())
+    return SourceStatus(src.name, keys, src.ignored, src.source.stats(), src.finished, src.error)
 
 
 @dataclass(frozen=True)

@@ -73,7 +73,8 @@ def check_example_file(ref: ExampleRef, path: Path) -> None:
     except (OSError, ValueError) as exc:  # a NUL byte, a too-long name
         raise InputError(f"{ref.describe()}: unusable path ({exc})") from None
     if not found:
-        raise InputError(f"{ref.describe()}: no such file {path}; paths are relative to the prompt file")
+        raise InputError(f"{ref.describe()}: no such file {path}; relative paths start at the prompt file "
+                         "(--prompts: the current directory)")  # fmt: skip
     suffix = path.suffix.lower()
     allowed = SUFFIXES[ref.modality]
     try:

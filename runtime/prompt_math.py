@@ -156,7 +156,7 @@ def _atom(expr: str, i: int, weight: float) -> tuple[Term, int]:
     if expr[i] == '"':
         text, i = _quoted(expr, i)
         if not text.strip():
-            raise ExpressionError(_at(expr, i - 1, "empty text term \"\""))
+            raise ExpressionError(_at(expr, i - 1, 'empty text term ""'))
         return Term(weight, text=text), i
     if expr[i] == "@":
         colon = expr.find(":", i)
@@ -178,7 +178,7 @@ def _atom(expr: str, i: int, weight: float) -> tuple[Term, int]:
                 k += 1
             path, tail = expr[j:k], ""
         return Term(weight, example=_example(modality, path + tail, expr, i)), k
-    raise ExpressionError(_at(expr, i, f"unexpected {expr[i]!r}; terms are \"quoted text\" or @modality:path"))
+    raise ExpressionError(_at(expr, i, f'unexpected {expr[i]!r}; terms are "quoted text" or @modality:path'))
 
 
 def _quoted(expr: str, i: int) -> tuple[str, int]:

@@ -1,48 +1,25 @@
-"""Text prompts and the prompt bank: labels, CLIP-style template ensembles, cached vectors.
+"""The prompt bank: prompts encoded into unit vectors (CLIP-style template ensembles), cached.
 
-A prompt is a label plus one or more templates (texts). Its vector is the mean of
-the templates' unit text embeddings, re-normalised (the CLIP prompt ensemble).
-Prompts are encoded on the device by the bundle's text encoder and tokenizer, so
-changing prompts never needs a re-export; vectors are cached by a hash of the
-model id and the prompt texts.
+A prompt is a label plus one or more templates (texts, examples, expressions;
+:class:`~runtime.prompt_types.Prompt`). Its vector is the mean of the templates' unit
+embeddings, re-normalised (the CLIP prompt ensemble). Prompts are encoded on the device
+by the bundle's text encoder and tokenizer (examples by the encoder of their modality),
+so changing prompts never needs a re-export; vectors are cached by a hash of the model
+id, the prompt texts and the example files.
 
-Prompt file format (UTF-8)::
-
-    # comment lines (first non-blank character '#') and blank lines are ignored
-    glass_break: glass breaking | the sound of shattering glass
-    a dog barking
-    fall [threshold=0.3]: a person falls down | someone falling to the floor
-    !background: an empty room | silence
-
-- ``label: template | template | ...``: the label and its templates, ``|``-separated.
-- ``label``: a line without ``:`` uses the label as its single template.
-- ``label [threshold=0.3]: ...``: an option list after the label; the only option is
-  ``threshold`` (a number in [-1, 1]), the prompt's enter threshold overriding the
-  matcher's (see :mod:`runtime.matching`).
-- ``!label: ...``: a leading ``!`` marks a background ("none of these") prompt: it
-  competes in scoring but is never emitted as an event; it takes no threshold.
-- Example prompts: a template ``@audio:examples/glass.wav`` (``@imu:``, ``@depth:``, ``@thermal:``,
-  ``@vision:``; or a recording segment ``@imu:rec.npz#imu[12.0:17.0]``) is embedded by the
-  bundle's encoder of that modality, windowed like live streams (:mod:`runtime.prompt_examples`);
-  paths are relative to the prompt file. ``glass_break: glass breaks | @audio:glass.wav``
-  averages the text and the example like any two templates.
-- Embedding arithmetic: a template that starts with ``"``, ``@``, ``+``, ``-`` or ``<number>*`` is an
-  expression, ``dogbark: "a dog" + 0.5*@audio:bark.wav`` or ``standing: "a person" - "sitting"``
-  (:mod:`runtime.prompt_math`): each term normalised, weighted sum, re-normalised.
-
-Only whole lines are comments: a ``#`` after text is part of the text. Labels are
-unique (exact text) and may not contain ``|``, ``[`` or ``]`` (nor, in a file, ``:``). Errors raise
-:class:`PromptError` naming ``file:line`` and what to do.
+Where prompts come from: prompt files and control lines (:mod:`runtime.prompt_file`, which
+documents the syntax), ``--prompts "a;b"`` lists (:mod:`runtime.prompt_list`). Their names
+are re-exported here, so ``from runtime.prompts import Prompt, load_prompt_file,
+parse_prompt_list`` keeps working.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -50,219 +27,31 @@ import numpy as np
 from numpy.typing import NDArray
 
 from runtime.errors import InputError
-from runtime.prompt_math import ExampleRef, ExpressionError, Term, is_expression, parse_expression
+from runtime.prompt_file import load_prompt_file, parse_prompt_line, parse_prompt_lines
+from runtime.prompt_list import parse_prompt_list
+from runtime.prompt_math import is_expression
+from runtime.prompt_types import EmbedExample, EmbedText, Prompt, PromptError, template_terms
 
 if TYPE_CHECKING:
     from runtime.embedder import Embedder
 
-EmbedText = Callable[[list[str]], NDArray[np.float32]]
-EmbedExample = Callable[[ExampleRef, Path], NDArray[np.float32]]
+__all__ = [
+    "CACHE_VERSION",
+    "EmbedExample",
+    "EmbedText",
+    "Prompt",
+    "PromptBank",
+    "PromptError",
+    "build_prompt_bank",
+    "bundle_text_embed",
+    "load_prompt_file",
+    "parse_prompt_line",
+    "parse_prompt_lines",
+    "parse_prompt_list",
+    "prompt_cache_key",
+    "template_terms",
+]
 CACHE_VERSION = 1  # bump when the cache layout or the averaging changes
-_BANNED_LABEL_CHARS = "|[]"
-
-
-class PromptError(InputError):
-    """A prompt list or prompt file is malformed (one line naming file:line and the fix)."""
-
-
-@dataclass(frozen=True)
-class Prompt:
-    """One prompt: a label and the templates whose embeddings are averaged.
-
-    Attributes:
-        label: the name reported in matches, unique within a bank.
-        templates: one or more texts; their unit embeddings are averaged (CLIP prompt ensemble).
-        background: a "none of these" prompt: competes in scoring, never emitted as an event.
-        threshold: per-prompt enter threshold overriding ``MatchConfig.enter_threshold``.
-        base_dir: where relative example paths of the templates resolve (the prompt file's
-            directory; None: the current directory). Not part of equality.
-        source: ``file:line`` the prompt came from, for error messages. Not part of equality.
-    """
-
-    label: str
-    templates: tuple[str, ...]
-    background: bool = False
-    threshold: float | None = None
-    base_dir: str | None = field(default=None, compare=False)
-    source: str = field(default="", compare=False)
-
-    def __post_init__(self) -> None:
-        if not self.label.strip() or any(c in self.label for c in _BANNED_LABEL_CHARS):
-            raise PromptError(f"prompt label {self.label!r}: must be non-empty without '|', '[' or ']'")
-        if not self.templates or any(not t.strip() for t in self.templates):
-            raise PromptError(f"prompt {self.label!r}: every template must be non-empty text")
-        if self.threshold is not None:
-            if self.background:
-                raise PromptError(f"prompt {self.label!r}: a background prompt takes no threshold")
-            if not (math.isfinite(self.threshold) and -1.0 <= self.threshold <= 1.0):
-                raise PromptError(f"prompt {self.label!r}: threshold {self.threshold} must be in [-1, 1]")
-        for template in self.templates:
-            template_terms(template, self.label)
-
-    @property
-    def examples(self) -> tuple[ExampleRef, ...]:
-        """Every example file the templates name, in order."""
-        return tuple(t.example for tpl in self.templates for t in template_terms(tpl, self.label) if t.example)
-
-    def example_paths(self) -> tuple[Path, ...]:
-        """The examples' files, resolved against ``base_dir``."""
-        return tuple(ref.resolved(self.base_dir) for ref in self.examples)
-
-
-def template_terms(template: str, label: str = "") -> tuple[Term, ...]:
-    """A template as weighted terms: an expression's terms, or one text term for plain text.
-
-    Raises:
-        PromptError: a malformed expression (one line).
-    """
-    if not is_expression(template):
-        return (Term(1.0, text=template),)
-    try:
-        return parse_expression(template)
-    except ExpressionError as exc:
-        raise PromptError(f"prompt {label!r}: {exc}") from None
-
-
-def parse_prompt_list(text: str) -> tuple[Prompt, ...]:
-    """Parse a command-line list ``"a dog;glass breaking"``: one prompt per item, label = text.
-
-    Blank items are skipped. Raises PromptError when no prompt is left or a label repeats.
-    """
-    items = [item.strip() for item in text.split(";")]
-    prompts: list[Prompt] = []
-    seen: set[str] = set()
-    for item in filter(None, items):
-        if item in seen:
-            raise PromptError(f"prompt list {text!r}: duplicate prompt {item!r}; list each prompt once")
-        seen.add(item)
-        try:
-            prompts.append(Prompt(item, (item,)))
-        except PromptError as exc:
-            raise PromptError(f"prompt list {text!r}: {exc}") from None
-    if not prompts:
-        raise PromptError(f"prompt list {text!r}: no prompts; give texts separated by ';', e.g. 'a dog;a cat'")
-    return tuple(prompts)
-
-
-def load_prompt_file(path: str | Path) -> tuple[Prompt, ...]:
-    """Read a prompt file (format in the module docstring).
-
-    Raises:
-        PromptError: one line naming ``file:line`` for a missing, empty or undecodable
-            file, no prompts, a duplicate label, an empty template or a malformed option.
-    """
-    path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise PromptError(f"{path}: cannot read prompt file ({exc.strerror}); check the path") from None
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise PromptError(f"{path}:{line}: not UTF-8 (byte {raw[exc.start]:#04x}); save the file as UTF-8") from None
-    if not text.strip():
-        raise PromptError(f"{path}:1: empty prompt file; write one 'label: template | template' per line")
-    lines = text.splitlines()
-    prompts: list[Prompt] = []
-    seen: dict[str, int] = {}
-    for number, line in enumerate(lines, start=1):
-        stripped = line.strip()
-        if not stripped or stripped.startswith("#"):
-            continue
-        where = f"{path}:{number}"
-        prompt = _parse_line(stripped, where, str(path.parent))
-        if prompt.label in seen:
-            raise PromptError(f"{where}: duplicate label {prompt.label!r} (first on line {seen[prompt.label]}); "
-                              "give each label once with all its templates")  # fmt: skip
-        seen[prompt.label] = number
-        prompts.append(prompt)
-    if not any(not p.background for p in prompts):
-        what = "only background prompts" if prompts else "no prompts, only comments and blank lines"
-        raise PromptError(f"{path}:{len(lines)}: {what}; add at least one 'label: template' line")
-    return tuple(prompts)
-
-
-def parse_prompt_lines(lines: Sequence[str], where: str, base_dir: str | Path | None = None) -> tuple[Prompt, ...]:
-    """Parse prompt-file lines (control ``prompts.set``), examples relative to ``base_dir``.
-
-    Raises:
-        PromptError: one line naming ``where:N`` (N counts the given lines from 1).
-    """
-    prompts: list[Prompt] = []
-    seen: dict[str, int] = {}
-    base = str(base_dir) if base_dir is not None else str(Path.cwd())
-    for number, line in enumerate(lines, start=1):
-        stripped = line.strip()
-        if not stripped or stripped.startswith("#"):
-            continue
-        prompt = _parse_line(stripped, f"{where}:{number}", base)
-        if prompt.label in seen:
-            first = seen[prompt.label]
-            raise PromptError(f"{where}:{number}: duplicate label {prompt.label!r} (first on line {first})")
-        seen[prompt.label] = number
-        prompts.append(prompt)
-    if not any(not p.background for p in prompts):
-        raise PromptError(f"{where}: no prompts (only background, comments or blank lines); add 'label: template'")
-    return tuple(prompts)
-
-
-def _parse_line(line: str, where: str, base_dir: str | None = None) -> Prompt:
-    """Parse one non-comment line ``[!]label [opts]: t1 | t2`` or ``label [opts]``."""
-    bare = line.lstrip("!").lstrip()
-    if bare.startswith(("@", '"')) or (is_expression(bare) and not bare.startswith(("+", "-"))):
-        raise PromptError(f"{where}: an example or expression prompt needs a label; write 'label: {line}'")
-    head, sep, body = line.partition(":")
-    head = head.strip()
-    background = head.startswith("!")
-    if background:
-        head = head[1:].strip()
-    threshold = None
-    if "[" in head or "]" in head:
-        head, threshold = _parse_options(head, where)
-    if not head:
-        raise PromptError(f"{where}: missing label; write 'label: template | template'")
-    templates = tuple(t.strip() for t in body.split("|")) if sep else (head,)
-    if any(not t for t in templates):
-        raise PromptError(f"{where}: empty template in {line!r}; remove the extra '|' or write the text")
-    if background and threshold is not None:
-        raise PromptError(f"{where}: background prompt {head!r} takes no threshold; remove '[threshold=...]'")
-    try:
-        prompt = Prompt(head, templates, background=background, threshold=threshold, base_dir=base_dir, source=where)
-    except PromptError as exc:
-        raise PromptError(f"{where}: {exc}") from None
-    _check_examples(prompt, where)
-    return prompt
-
-
-def _check_examples(prompt: Prompt, where: str) -> None:
-    """Missing example files and files of the wrong kind are errors at parse time."""
-    from runtime.prompt_examples import check_example_file
-
-    for ref in prompt.examples:
-        try:
-            check_example_file(ref, ref.resolved(prompt.base_dir))
-        except InputError as exc:
-            raise PromptError(f"{where}: {exc}") from None
-
-
-def _parse_options(head: str, where: str) -> tuple[str, float | None]:
-    """Split ``label [threshold=0.3]`` into the label and the threshold."""
-    label, bracket, rest = head.partition("[")
-    if not bracket or not rest.endswith("]") or "[" in rest or "]" in rest[:-1]:
-        raise PromptError(f"{where}: malformed options in {head!r}; write 'label [threshold=0.3]: ...'")
-    threshold = None
-    for option in filter(None, (o.strip() for o in rest[:-1].split(","))):
-        key, eq, value = (s.strip() for s in option.partition("="))
-        if key != "threshold" or not eq:
-            raise PromptError(f"{where}: unknown option {option!r}; the only option is 'threshold=<number>'")
-        try:
-            threshold = float(value)
-        except ValueError:
-            raise PromptError(f"{where}: threshold {value!r} is not a number; write e.g. threshold=0.3") from None
-        if not (math.isfinite(threshold) and -1.0 <= threshold <= 1.0):
-            raise PromptError(f"{where}: threshold {value} must be in [-1, 1]")
-    return label.strip(), threshold
 
 
 @dataclass(frozen=True)

@@ -83,6 +83,16 @@ def test_prompt_file_syntax(tmp_path: Path) -> None:
     )
 
 
+def test_label_colon_skips_quotes_and_examples(tmp_path: Path) -> None:
+    path = write(tmp_path, 'say "hi: there" loudly\n- a dog: x\n2*x: y\n5" screen: a tv\n')
+    assert load_prompt_file(path) == (
+        Prompt('say "hi: there" loudly', ('say "hi: there" loudly',)),
+        Prompt("- a dog", ("x",)),
+        Prompt("2*x", ("y",)),
+        Prompt('5" screen', ("a tv",)),
+    )
+
+
 def test_prompt_file_bom_and_crlf(tmp_path: Path) -> None:
     path = write(tmp_path, "\ufeffa: x | y\r\nb\r\n".encode())
     assert load_prompt_file(path) == (Prompt("a", ("x", "y")), Prompt("b", ("b",)))
@@ -109,6 +119,10 @@ def test_prompt_file_bom_and_crlf(tmp_path: Path) -> None:
         ("a [threshold=1.5]: x\n", 1, r"must be in \[-1, 1\]"),
         ("a: x\n!bg [threshold=0.2]: y\n", 2, "takes no threshold"),
         ("a | b: x\n", 1, "must be non-empty without"),
+        ("a: x\nglass @audio:x.wav\n", 2, "example inside plain text"),
+        ("a: x\nb: glass | the @IMU : x.npy\n", 2, "example inside plain text"),
+        ('a: x\n-"x" + "y"\n', 2, "needs a label"),
+        ("a: x\n0.5 * @audio:x.wav\n", 2, "needs a label"),
     ],
 )
 def test_prompt_file_errors(tmp_path: Path, text: str, line: int, what: str) -> None:
