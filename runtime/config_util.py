@@ -121,3 +121,22 @@ def positive(v: Any) -> str | None:
 def choice(options: Sequence[Any]) -> Check:
     """One of ``options``."""
     return lambda v: None if v in options else f"{v!r} is not one of {', '.join(map(str, options))}"
+
+
+def toml_module() -> Any:
+    """The TOML parser: ``tomllib`` on Python 3.11+, ``tomli`` on 3.10 (the ``daemon`` extra installs it).
+
+    Raises:
+        ConfigError: Python 3.10 without tomli (one line saying what to install).
+    """
+    try:
+        import tomllib  # type: ignore[import-not-found,unused-ignore]
+
+        return tomllib
+    except ModuleNotFoundError:
+        try:
+            import tomli  # type: ignore[import-not-found,unused-ignore]
+
+            return tomli
+        except ModuleNotFoundError:
+            raise ConfigError("tomli is missing on Python 3.10; pip install 'edgebind[daemon]'") from None

@@ -6,6 +6,10 @@ Requests are JSON objects; replies ``{"ok": true, ...}`` or ``{"ok": false, "err
     {"op": "prompts.get"}                                    read-only, always allowed
     {"op": "prompts.set", "prompts": ["label: t1 | t2", ...] | "text": "<prompt file text>", "token": T}
     {"op": "prompts.reload", "token": T}                     re-read [prompts] file
+    {"op": "memory.search", "query": "glass breaking" | "vector": [...], "since": "10m", "until": ...,
+     "modality": "audio" | [...], "top": 10, "min_score": 0.2}   read-only; needs [memory] enabled.
+                                                             Example terms (@audio:clip.wav: files on
+                                                             the robot) only with the token.
 
 Ops that change state need ``[control] enabled = true`` and the token (compared with
 ``hmac.compare_digest``). The handler never raises: malformed, oversized or unauthorised
@@ -29,9 +33,10 @@ from runtime.prompts import Prompt
 _LOG = logging.getLogger("edgebind.control")
 MAX_REQUEST_BYTES = 64 * 1024
 MAX_PROMPTS = 256
-READ_OPS = ("status", "prompts.get")
+READ_OPS = ("status", "prompts.get", "memory.search")
 WRITE_OPS = ("prompts.set", "prompts.reload")
-_REQUEST_KEYS = {"op", "token", "prompts", "text", "id"}
+_SEARCH_KEYS = {"query", "vector", "since", "until", "modality", "top", "min_score"}
+_REQUEST_KEYS = {"op", "token", "prompts", "text", "id", *_SEARCH_KEYS}
 
 
 class ControlTarget(Protocol):
@@ -46,6 +51,8 @@ class ControlTarget(Protocol):
     def reload_prompts(self, origin: str) -> dict[str, Any]: ...
 
     def parse_prompts(self, lines: list[str], where: str) -> tuple[Prompt, ...]: ...
+
+    def search_memory(self, request: Mapping[str, Any], examples: bool) -> dict[str, Any]: ...
 
 
 class ControlError(EdgebindError):
@@ -114,6 +121,8 @@ class ControlHandler:
                 reply = {"ok": True, "status": self._target.status()}
             elif op == "prompts.get":
                 reply = {"ok": True, "prompts": self._target.prompts()}
+            elif op == "memory.search":
+                reply = self._search(request)
             elif op == "prompts.reload":
                 reply = {"ok": True, **self._target.reload_prompts("control")}
             else:
@@ -125,6 +134,16 @@ class ControlHandler:
         if "id" in request:
             reply["id"] = request["id"]
         self._count("ok")
+        return reply
+
+    def _search(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        """``memory.search``: a failed search is a rejected request (counted ``rejected_bad_search``)."""
+        examples = "token" in request
+        if examples:
+            self._authorise(request)  # a wrong token is refused, not silently downgraded
+        reply = self._target.search_memory({k: v for k, v in request.items() if k in _SEARCH_KEYS}, examples)
+        if not reply.get("ok"):
+            raise ControlError("bad_search", str(reply.get("error", "search failed")))
         return reply
 
     def _authorise(self, request: Mapping[str, Any]) -> None:

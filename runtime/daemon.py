@@ -35,19 +35,23 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from runtime.control import ControlHandler
-from runtime.daemon_config import ConfigProblems, DaemonConfig, load_config, prompts_from_lines
+from runtime.daemon_config import ConfigProblems, DaemonConfig, load_config
+from runtime.daemon_multimodal import Multimodal
+from runtime.daemon_prompts import PromptControl
 from runtime.daemon_publish import Publisher, Sink
 from runtime.daemon_status import SensorWatch, sensors_status, status_line
 from runtime.embedder import Embedder
 from runtime.errors import EdgebindError
 from runtime.eventlog import EventLog
+from runtime.fusion_stage import FusedPipelineEvent, fused_event_to_dict
 from runtime.manifest import ModelManifest, load_manifest
 from runtime.pipeline import Pipeline
 from runtime.pipeline_status import PipelineEvent
-from runtime.prompts import Prompt, PromptBank, load_prompt_file
+from runtime.prompts import PromptBank
 from runtime.sdnotify import Notifier
 from runtime.sources import SourceError
-from runtime.stream import event_to_dict, prompt_bank
+from runtime.stream import prompt_bank
+from runtime.stream_output import event_to_dict
 
 _LOG = logging.getLogger("edgebind.daemon")
 TICK_S = 0.2  # main loop period: signals, watchdog, status
@@ -99,7 +103,7 @@ class StopRequested(Exception):
     """SIGTERM/SIGINT arrived while the daemon was still starting."""
 
 
-class Daemon:
+class Daemon(PromptControl):
     """One run of the service; :meth:`start` then :meth:`run` (blocks until stopped)."""
 
     def __init__(self, cfg: DaemonConfig, extra_sinks: Mapping[str, SinkFactory] | None = None) -> None:
@@ -120,6 +124,7 @@ class Daemon:
         self.pipeline: Pipeline | None = None
         self.publisher: Publisher | None = None
         self._bank: PromptBank | None = None
+        self.multi: Multimodal | None = None
         self._prompt_origin = "config"
         self._started_s = time.monotonic()
         self._http: Any = None
@@ -140,6 +145,7 @@ class Daemon:
         self.embedder = Embedder(manifest, cfg.bundle.backend, cfg.bundle.precision,
                                  max_batch=cfg.pipeline.batch_max, intra_op_threads=cfg.bundle.threads)  # fmt: skip
         self._bank = prompt_bank(self.embedder, self._config_prompts(), cfg.prompts.cache_dir)
+        self.multi = Multimodal(cfg, manifest, self._bank, self._on_fused)
         sinks = cfg.enabled_sinks()
         self.log = self._open_log(sinks)
         starts = self.log.counters().get("starts", 0) + 1
@@ -147,6 +153,7 @@ class Daemon:
         self.publisher = Publisher(self.log, {n: self._sink_opener(n) for n in sinks}, cfg.daemon.publish_retry_max_s)
         uris = [s.uri for s in cfg.sources]
         self.pipeline = self._open_pipeline(manifest, uris)
+        self.multi.set_streams(self.pipeline.streams)
         self._t0_ns = self.pipeline.created_ns
         self.pipeline.start()
         self.publisher.start()
@@ -159,14 +166,14 @@ class Daemon:
 
     def _open_pipeline(self, manifest: ModelManifest, uris: list[str]) -> Pipeline:
         """Open the sources (retrying a SourceError with backoff for ``daemon.source_wait_s``)."""
-        assert self._bank is not None
+        assert self._bank is not None and self.multi is not None
         deadline_s = time.monotonic() + self.cfg.daemon.source_wait_s
         delay_s = 1.0
         while True:
             try:
                 return Pipeline(manifest, uris, self._bank, self.cfg.matching, self.cfg.pipeline,
                                 on_event=self._on_event, embedder=self.embedder,
-                                on_latency=self._on_latency)  # fmt: skip
+                                on_latency=self._on_latency, on_window=self.multi.hook())  # fmt: skip
             except SourceError as exc:
                 if time.monotonic() + delay_s > deadline_s:
                     raise
@@ -184,12 +191,6 @@ class Daemon:
             return EventLog(ev.path, ev.max_events, sinks, ev.synchronous)
         except (OSError, sqlite3.Error) as exc:
             raise EdgebindError(f"event_log.path: cannot open {ev.path} ({exc}); check the directory") from None
-
-    def _config_prompts(self) -> tuple[Prompt, ...]:
-        p = self.cfg.prompts
-        if p.file is not None:
-            return load_prompt_file(p.file)
-        return prompts_from_lines(p.list, "prompts.list", self.cfg.path.parent)
 
     def _sink_opener(self, name: str) -> Callable[[], Sink]:
         section = self.cfg.sinks[name]
@@ -254,6 +255,8 @@ class Daemon:
         self._notifier.stopping(f"draining ({why})")
         _LOG.info("draining (%s)", why)
         drained = self.pipeline.drain(self.cfg.daemon.drain_timeout_s)
+        if self.multi is not None:
+            self.multi.flush()
         status = self.pipeline.status()
         died = any(e.startswith("inference:") for e in status.errors)
         self.write_status(final=True)
@@ -272,6 +275,8 @@ class Daemon:
         if self.log is not None:
             self.log.close()
             self.log = None
+        if self.multi is not None:
+            self.multi.close()
         if self.embedder is not None:
             self.embedder.close()
             self.embedder = None
@@ -290,9 +295,18 @@ class Daemon:
 
     # -- events and status ------------------------------------------------------------------
     def _on_event(self, event: PipelineEvent) -> None:
-        """Inference thread: commit the event, then wake the publisher."""
+        """Inference thread: commit the event (unless fusion replaces single events), then wake the publisher."""
+        if self.multi is not None and not self.multi.publish_single:
+            self._count("events_single_not_published")
+            return
+        self._commit(event_to_dict(event, self._t0_ns))
+
+    def _on_fused(self, event: FusedPipelineEvent) -> None:
+        """Inference thread: commit a fused event like any other."""
+        self._commit(fused_event_to_dict(event, self._t0_ns))
+
+    def _commit(self, row: dict[str, Any]) -> None:
         assert self.log is not None and self.publisher is not None
-        row = event_to_dict(event, self._t0_ns)
         row["ts_ns"], row["daemon"] = time.time_ns(), self.cfg.daemon.name
         try:
             self.log.append(row)
@@ -337,7 +351,7 @@ class Daemon:
             "event_log": event_log,
             "line": status_line(ps, sensors, sinks), "sensors": sensors, "sinks": sinks, "counters": counters,
             "prompts": {"labels": list(bank.labels) if bank else [], "origin": self._prompt_origin},
-            "pipeline": ps.to_dict(),
+            "pipeline": ps.to_dict(), **(self.multi.status() if self.multi else {}),
         }  # fmt: skip
 
     def write_status(self, final: bool = False) -> None:
@@ -352,46 +366,6 @@ class Daemon:
         self.log.set_counters(doc["counters"])
         self.publisher.set_status(doc)
         self._notifier.status(doc["line"])
-
-    # -- prompts (ControlTarget) ------------------------------------------------------------
-    def prompts(self) -> list[dict[str, Any]]:
-        bank = self._bank
-        return [{"label": p.label, "templates": list(p.templates), "background": p.background,
-                 "threshold": p.threshold} for p in (bank.prompts if bank else ())]  # fmt: skip
-
-    def parse_prompts(self, lines: list[str], where: str) -> tuple[Prompt, ...]:
-        p = self.cfg.prompts  # examples sent over control resolve next to the prompt file, else the config
-        return prompts_from_lines(lines, where, p.file.parent if p.file is not None else self.cfg.path.parent)
-
-    def set_prompts(self, prompts: tuple[Prompt, ...], origin: str) -> dict[str, Any]:
-        """Encode ``prompts`` and swap them in atomically; EdgebindError leaves the old bank."""
-        assert self.embedder is not None and self.pipeline is not None
-        with self._prompt_lock:
-            try:
-                bank = prompt_bank(self.embedder, prompts, self.cfg.prompts.cache_dir)
-            except Exception as exc:  # bad prompts or a text-encoder failure: keep the old bank
-                self._count("prompt_reload_failed")
-                _LOG.warning("prompts from %s rejected, old prompts kept: %s", origin, " ".join(str(exc).split()))
-                raise
-            self.pipeline.swap_bank(bank)
-            self._bank, self._prompt_origin = bank, origin
-        self._count("prompt_reloads")
-        _LOG.info("prompts swapped from %s: %d prompts (%s)", origin, len(prompts),
-                  ", ".join(bank.labels)[:200])  # fmt: skip
-        return {"prompts": len(prompts), "labels": list(bank.labels)}
-
-    def reload_prompts(self, origin: str) -> dict[str, Any]:
-        """Re-read ``[prompts] file``; a bad file is logged (one line) and the old bank kept."""
-        file = self.cfg.prompts.file
-        try:
-            if file is None:
-                raise EdgebindError("prompts: no [prompts] file configured to reload (prompts.list is fixed)")
-            prompts = load_prompt_file(file)
-        except EdgebindError as exc:
-            self._count("prompt_reload_failed")
-            _LOG.warning("prompt reload (%s) rejected, old prompts kept: %s", origin, " ".join(str(exc).split()))
-            raise
-        return self.set_prompts(prompts, f"{origin}:{file.name}")
 
 
 def _call(obj: Any, method: str) -> None:

@@ -14,6 +14,8 @@ Sections (see ``deploy/edgebind.toml`` for a commented example)::
     [event_log]   path, max_events, synchronous
     [control]     enabled, token_env | token_file
     [http]        enabled, host, port, allow_remote
+    [fusion]      enabled, file, publish_single           (runtime.daemon_multimodal_config)
+    [memory]      enabled, path, max_windows, max_age, dtype
     [zenoh] [mqtt] sinks: ``enabled`` here, the other keys checked by ``runtime.sinks.validate_sink``
 """
 
@@ -26,7 +28,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from runtime.config_util import Check, choice, config_from_dict, is_bool, positive
+from runtime.config_util import Check, choice, config_from_dict, is_bool, positive, toml_module
+from runtime.daemon_multimodal_config import SPECS as MULTIMODAL_SPECS
+from runtime.daemon_multimodal_config import fusion_section, memory_section
 from runtime.daemon_sections import (
     BundleSection,
     ControlSection,
@@ -102,6 +106,7 @@ SPECS: dict[str, dict[str, Check]] = {
     "event_log": {"path": _is_str, "max_events": _int_range(10), "synchronous": choice(SYNC_MODES)},
     "control": {"enabled": is_bool, "token_env": _is_str, "token_file": _is_str},
     "http": {"enabled": is_bool, "host": _is_str, "port": _int_range(1, 65535), "allow_remote": is_bool},
+    **MULTIMODAL_SPECS,
 }
 REQUIRED = {"bundle": ("path",), "sources": ("uri",), "event_log": ("path",)}
 STRUCT_SECTIONS = {"matching": MatchConfig, "pipeline": PipelineConfig}
@@ -111,12 +116,9 @@ STRUCT_SECTIONS = {"matching": MatchConfig, "pipeline": PipelineConfig}
 def read_toml(path: Path) -> dict[str, Any]:
     """Parse a TOML file (``tomllib`` on 3.11+, ``tomli`` on 3.10); raises ConfigProblems with one line."""
     try:
-        import tomllib as toml  # type: ignore[import-not-found,unused-ignore]
-    except ModuleNotFoundError:  # Python 3.10: the `daemon` extra installs tomli
-        try:
-            import tomli as toml  # type: ignore[import-not-found,no-redef,unused-ignore]
-        except ModuleNotFoundError:
-            raise ConfigProblems(path, ["tomli is missing on Python 3.10; pip install 'edgebind[daemon]'"]) from None
+        toml = toml_module()
+    except ConfigError as exc:
+        raise ConfigProblems(path, [str(exc)]) from None
     try:
         with open(path, "rb") as fh:
             data: dict[str, Any] = toml.load(fh)
@@ -167,10 +169,21 @@ def build_config(path: Path, data: Mapping[str, Any], problems: list[str], extra
     control = _control(tables["control"], base, environ, problems)
     http = _http(tables["http"], problems)
     sinks = {name: _sink(name, data[name], problems) for name in sink_names if name in data}
+    fusion = fusion_section(tables["fusion"], base, _labels(prompts, base), problems)
+    memory = memory_section(tables["memory"], base, problems)
     if problems:
         return None
     assert bundle and prompts and matching and pipeline and event_log and control and http and daemon
-    return DaemonConfig(path, daemon, bundle, sources, prompts, matching, pipeline, event_log, control, http, sinks)
+    return DaemonConfig(path, daemon, bundle, sources, prompts, matching, pipeline, event_log, control, http, sinks,
+                        fusion, memory)  # fmt: skip
+
+
+def _labels(prompts: PromptsSection | None, base: Path) -> list[str] | None:
+    """The non-background prompt labels of a valid [prompts] table (None when it is not valid)."""
+    if prompts is None:
+        return None
+    parsed = load_prompt_file(prompts.file) if prompts.file else prompts_from_lines(prompts.list, "prompts", base)
+    return [p.label for p in parsed if not p.background]
 
 
 def _table(data: Mapping[str, Any], name: str, problems: list[str]) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from runtime.daemon_multimodal_config import FusionSection, MemorySection
 from runtime.matching import MatchConfig
 from runtime.pipeline_plan import PipelineConfig
 
@@ -94,6 +95,8 @@ class DaemonConfig:
     control: ControlSection
     http: HttpSection
     sinks: dict[str, dict[str, Any]]
+    fusion: FusionSection = field(default_factory=FusionSection)
+    memory: MemorySection = field(default_factory=MemorySection)
 
     @property
     def zenoh(self) -> dict[str, Any]:

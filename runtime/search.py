@@ -5,10 +5,11 @@ Usage::
     python -m runtime.search --memory DIR [--bundle DIR] "glass breaking" [--since 10m] [--until 2m]
         [--modality audio] [--top 10] [--min-score S] [--json]
 
-The query is text, embedded by the bundle's text encoder, or (when runtime.prompt_math is
-installed) an example / composite expression such as ``@audio:clip.wav`` or
-``"a dog" + 0.5*@audio:bark.wav``. ``--bundle`` defaults to the bundle recorded in the
-memory; a bundle whose model differs from the one that filled the memory is refused.
+The query is text, embedded by the bundle's text encoder, or an example / composite
+expression such as ``@audio:clip.wav`` or ``"a dog" + 0.5*@audio:bark.wav``
+(:mod:`runtime.prompt_math`; example paths relative to the current directory).
+``--bundle`` defaults to the bundle recorded in the memory; a bundle whose model differs
+from the one that filled the memory is refused.
 ``--since``/``--until`` take a duration ago (``90s``, ``10m``, ``2h``, ``1d``) or an ISO
 time (``2026-11-27T23:00:00``, local time unless it has an offset). Output: one line per
 hit, best first (``3 min ago  audio  s0.audio  score 0.41  2026-11-27 23:01:12``), or with
@@ -59,6 +60,18 @@ def parse_when(text: str, now_ns: int | None = None) -> int:
     return int(t.timestamp() * 1e9)
 
 
+def parse_duration_s(text: str) -> float:
+    """Seconds from ``"90s"``, ``"10m"``, ``"2h"``, ``"7d"``, ``"1w"`` or a bare number of seconds (> 0).
+
+    Raises:
+        InputError: anything else (one line with the accepted forms).
+    """
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([smhdw]?)", str(text).strip())
+    if not m or float(m.group(1)) <= 0:
+        raise InputError(f"bad duration {text!r}: use a positive number of seconds or 90s, 10m, 2h, 7d, 1w")
+    return float(m.group(1)) * _UNITS[m.group(2) or "s"]
+
+
 def ago(seconds: float) -> str:
     """``"12 s ago"``, ``"3 min ago"``, ``"2.5 h ago"``, ``"4.0 d ago"`` (``"in 3 s"`` ahead of the clock)."""
     if seconds < 0:  # pace=fast sources stamp data ahead of the clock
@@ -79,9 +92,22 @@ def hit_dict(hit: Hit, now_ns: int) -> dict[str, Any]:
     return d
 
 
-def search_request(memory: EmbeddingMemory, embed_text: EmbedText | None, request: Mapping[str, Any]) -> dict:
+def search_request(
+    memory: EmbeddingMemory,
+    embed_text: EmbedText | None,
+    request: Mapping[str, Any],
+    *,
+    embed_query: Callable[[str], NDArray[np.float32]] | None = None,
+) -> dict:
     """The daemon control op ``{"op": "memory.search", "query": "glass breaking" | "vector": [...],
     "since": "10m", "until": ..., "modality": "audio" | [...], "top": 10, "min_score": 0.2}``.
+
+    Args:
+        memory: the store to search.
+        embed_text: texts -> (N, D) embeddings, for a plain-text ``query``.
+        request: the request object (keys above; others are ignored).
+        embed_query: query string -> (D,) vector; when given it replaces ``embed_text`` and may
+            accept expressions and examples (:func:`runtime.prompt_math.query_vector`).
 
     Returns ``{"ok": true, "query", "hits": [...], "searched": windows}`` or ``{"ok": false, "error": one line}``;
     never raises on malformed input.
@@ -112,9 +138,9 @@ def search_request(memory: EmbeddingMemory, embed_text: EmbedText | None, reques
             if vec.ndim != 1 or vec.shape[0] != memory.dim or not np.all(np.isfinite(vec)):
                 raise InputError(f"vector must be {memory.dim} finite numbers")
         elif isinstance(query, str) and query.strip():
-            if embed_text is None:
-                raise InputError("text queries need the bundle's text encoder")
-            vec = np.asarray(embed_text([query.strip()]), np.float32)[0]
+            vec = _embed(query.strip(), embed_text, embed_query)
+            if vec.shape != (memory.dim,):
+                raise InputError(f"the query has D={vec.shape[-1]} but the memory stores D={memory.dim}")
         else:
             raise InputError('give "query" (text) or "vector"')
         hits = memory.search(vec, top, since_ns=since_ns, until_ns=until_ns, modality=mod,
@@ -124,9 +150,17 @@ def search_request(memory: EmbeddingMemory, embed_text: EmbedText | None, reques
         return {"ok": False, "error": " ".join(str(exc).split())[:300] or type(exc).__name__}
 
 
+def _embed(query: str, embed_text: EmbedText | None, embed_query: Callable[[str], NDArray] | None) -> NDArray:
+    if embed_query is not None:
+        return np.asarray(embed_query(query), np.float32).reshape(-1)
+    if embed_text is None:
+        raise InputError("text queries need the bundle's text encoder")
+    return np.asarray(embed_text([query]), np.float32)[0]
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m runtime.search", description=__doc__.splitlines()[0])
-    p.add_argument("query", help='text ("glass breaking"), or an example expression when runtime.prompt_math exists')
+    p.add_argument("query", help='text ("glass breaking") or an expression ("a dog" + 0.5*@audio:bark.wav)')
     p.add_argument("--memory", type=Path, required=True, help="embedding memory directory")
     p.add_argument("--bundle", type=Path, help="bundle directory (default: the one recorded in the memory)")
     p.add_argument("--since", help="only windows after this: 10m (ago), 2h, 1d or an ISO time")
@@ -142,25 +176,14 @@ def _parser() -> argparse.ArgumentParser:
 def _query_vector(expr: str, bundle: Path, backend: str, model_id: str | None) -> NDArray[np.float32]:
     from runtime.embedder import Embedder
     from runtime.manifest import load_manifest
-    from runtime.prompts import bundle_text_embed
+    from runtime.prompt_math import query_vector
 
     manifest = load_manifest(bundle)
     if model_id and manifest.model_id != model_id:
         raise InputError(f"bundle {bundle} (model {manifest.model_id[:12]}) did not fill this memory "
                          f"(model {model_id[:12]}); pass the bundle that recorded it")  # fmt: skip
-    embedder = Embedder(manifest, backend, "fp32", max_batch=8)
-    try:
-        try:
-            from runtime import prompt_math  # another helper's module; optional
-        except ImportError:
-            prompt_math = None  # type: ignore[assignment]
-        if prompt_math is not None and hasattr(prompt_math, "query_vector"):
-            return np.asarray(prompt_math.query_vector(expr, manifest, embedder, Path.cwd()), np.float32).reshape(-1)
-        if expr.lstrip().startswith("@"):
-            raise InputError("example queries (@modality:file) need runtime.prompt_math; give a text query")
-        return np.asarray(bundle_text_embed(embedder)([expr]), np.float32)[0]
-    finally:
-        embedder.close()
+    with Embedder(manifest, backend, "fp32", max_batch=8) as embedder:
+        return np.asarray(query_vector(expr, manifest, embedder, Path.cwd()), np.float32).reshape(-1)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

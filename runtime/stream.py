@@ -6,7 +6,17 @@ Usage::
         (--prompts "a;b;c" | --prompt-file F) [--json] [--duration S] [--backend ort] [--precision fp32|fp16|int8]
         [--threads N] [--enter T] [--exit T] [--min-duration S] [--cooldown S]
         [--scoring cosine|softmax] [--top-k K] [--lossless] [--prompt-cache DIR]
-    python -m runtime.stream --demo        # sim://demo through bundles/demo, scored
+        [--fusion FILE [--fused-only]] [--memory DIR [--memory-max-windows N] [--memory-max-age 7d]]
+    python -m runtime.stream --demo        # sim://demo through bundles/demo, scored (single and fused)
+
+``--prompts`` items and prompt-file lines may be text, recorded examples (``@audio:bark.wav``)
+or expressions (``"a dog" + 0.5*@audio:bark.wav``), see :mod:`runtime.prompts`.
+``--fusion FILE`` (a :class:`runtime.fusion.FusionConfig` as JSON or TOML, e.g. the tuned
+``bundles/demo/fusion.json``) adds cross-sensor fused events (:mod:`runtime.fusion_stage`);
+``--fused-only`` hides the single-sensor events (still counted in the summary).
+``--memory DIR`` stores every embedded window in an embedding memory
+(:mod:`runtime.memory`; bounded by ``--memory-max-windows`` and ``--memory-max-age``),
+searchable while and after the run with ``python -m runtime.search --memory DIR "..."``.
 
 Without ``--json`` and on a terminal it shows a live view (rich): per stream the top
 prompts and scores, windows done/dropped, recent events and stage latencies; off a
@@ -26,6 +36,13 @@ JSON lines (``--json``), on stdout, one object per line:
      before the sources were opened), "latency_ms": float (capture of the deciding
      window's last sample -> event)}
 
+- per fused event (``--fusion``), at its onset::
+
+    {"type": "fused_event", "label": str, "score": float (fused score), "modality": "fused",
+     "modalities": [str] (modalities that supported it), "per_modality": {modality: float}
+     (pooled calibrated score of each), "stream": str (the stream whose window raised it),
+     "start_ns", "end_ns", "start_s", "end_s", "latency_ms" (as for events)}
+
 - last, once::
 
     {"type": "summary", "interrupted": bool (SIGINT), "ended": "sources" | "duration" |
@@ -38,7 +55,9 @@ JSON lines (``--json``), on stdout, one object per line:
      "streams": [{"key", "source", "stream_id", "modality", "windows_made",
                   "windows_done", "windows_dropped", "windows_failed", "events",
                   "top", "latency"}],
-     "errors": [str]}
+     "errors": [str],
+     "fusion": {"events", "windows", "events_by_label"} (with --fusion),
+     "memory": {"path", "stored", "windows", "capacity"} (with --memory)}
 
   Latency stages: window, queue, preprocess, embed, match, total (:mod:`runtime.latency`).
 """
@@ -46,22 +65,22 @@ JSON lines (``--json``), on stdout, one object per line:
 from __future__ import annotations
 
 import argparse
-import json
 import signal
 import sys
 import threading
 import time
-from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TextIO
 
 from runtime.embedder import Embedder
-from runtime.errors import BundleError, EdgebindError
+from runtime.errors import BundleError, EdgebindError, InputError
+from runtime.fusion import FusionConfig
+from runtime.fusion_stage import FusionStage, load_fusion_config
 from runtime.manifest import PRECISIONS, ModelManifest, load_manifest
 from runtime.matching import MatchConfig
+from runtime.memory import WindowRecorder
 from runtime.pipeline import Pipeline, PipelineConfig
-from runtime.pipeline_status import PipelineEvent, PipelineStatus
+from runtime.pipeline_status import PipelineStatus
 from runtime.prompts import (
     Prompt,
     PromptBank,
@@ -70,8 +89,13 @@ from runtime.prompts import (
     load_prompt_file,
     parse_prompt_list,
 )
+from runtime.search import parse_duration_s
 from runtime.sources import parse_uri
+from runtime.stream_output import EventSink, event_to_dict, summary_lines
 from runtime.types import Modality
+from runtime.window_hooks import fan_out, open_memory
+
+__all__ = ["EventSink", "event_to_dict", "main", "prompt_bank", "summary_lines", "supervise"]
 
 _MATCH_FLAGS = {  # CLI dest -> MatchConfig key
     "enter": "enter_threshold",
@@ -87,7 +111,8 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m runtime.stream", description=__doc__.splitlines()[0])
     p.add_argument("--bundle", type=Path, help="bundle directory (with manifest.json and a text encoder)")
     p.add_argument("--source", action="append", default=[], help="source URI, repeatable (sim://demo, replay://f.npz)")
-    p.add_argument("--prompts", help='prompts separated by ";", e.g. "glass breaking;a dog barking"')
+    p.add_argument("--prompts", help='";"-separated prompt-file lines, e.g. "glass breaking;dog: a dog | '
+                   '@audio:bark.wav" (example paths relative to the current directory)')
     p.add_argument("--prompt-file", type=Path, help="prompt file (label: template | template per line)")
     p.add_argument("--prompt-cache", type=Path, help="directory caching prompt vectors by hash")
     p.add_argument("--json", action="store_true", help="JSON lines on stdout (schema in the module docstring)")
@@ -102,6 +127,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--cooldown", type=float, help="cooldown after an event, seconds")
     p.add_argument("--scoring", choices=["cosine", "softmax"], help="score: cosine or softmax with logit scale")
     p.add_argument("--top-k", type=int, help="prompts kept in the live top-k")
+    p.add_argument("--fusion", type=Path, help="fusion config (JSON or TOML): add cross-sensor fused events")
+    p.add_argument("--fused-only", action="store_true", help="with --fusion: print fused events only")
+    p.add_argument("--memory", type=Path, help="record every window's embedding into this memory directory")
+    p.add_argument("--memory-max-windows", type=int, help="memory ring capacity, windows (new store: 1,000,000)")
+    p.add_argument("--memory-max-age", help="forget windows older than this (90s, 10m, 2h, 7d)")
     p.add_argument("--demo", action="store_true", help="run sim://demo through bundles/demo and score it")
     return p
 
@@ -114,19 +144,27 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return run_demo(duration_s=args.duration, threads=args.threads)
     try:
-        manifest, prompts, match_cfg = _check_args(args)
+        manifest, prompts, match_cfg, fusion_cfg = _check_args(args)
         embedder = Embedder(manifest, args.backend, args.precision, max_batch=8, intra_op_threads=args.threads)
+        recorder = None
         try:
             bank = prompt_bank(embedder, prompts, args.prompt_cache)
             cfg = PipelineConfig(
                 backend=args.backend, precision=args.precision, threads=args.threads, lossless=args.lossless
             )
-            sink = EventSink(sys.stdout, as_json=args.json or not sys.stdout.isatty())
-            pipeline = Pipeline(manifest, args.source, bank, match_cfg, cfg, on_event=sink, embedder=embedder)
+            sink = EventSink(sys.stdout, as_json=args.json or not sys.stdout.isatty(), single=not args.fused_only)
+            stage = None if fusion_cfg is None else FusionStage(fusion_cfg, bank, on_fused=sink.fused)
+            recorder = _recorder(args, manifest)
+            pipeline = Pipeline(manifest, args.source, bank, match_cfg, cfg, on_event=sink, embedder=embedder,
+                                on_window=fan_out([recorder, stage]))  # fmt: skip
+            if recorder is not None:
+                recorder.sources = {key: src for key, src, _ in pipeline.streams}
             sink.t0_ns = pipeline.created_ns
             pipeline.start()
         except BaseException:
             embedder.close()
+            if recorder is not None:
+                recorder.memory.close()
             raise
     except EdgebindError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -134,15 +172,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted before streaming started", file=sys.stderr)
         return 0
+    kept = 0
     try:
         status, ended = supervise(pipeline, args.duration, live=not sink.as_json)
     finally:
         embedder.close()
+        if recorder is not None:
+            kept = len(recorder.memory)
+            recorder.memory.close()
+    if stage is not None:
+        stage.flush()
+        sink.extra["fusion"] = {k: v for k, v in stage.counters().items() if k != "by_label"}
+    if recorder is not None:
+        sink.extra["memory"] = {"path": str(args.memory), "stored": recorder.stored,
+                                "windows": kept, "capacity": recorder.memory.capacity}  # fmt: skip
     sink.summary(status, ended)
     return 0
 
 
-def _check_args(args: argparse.Namespace) -> tuple[ModelManifest, tuple[Prompt, ...], MatchConfig]:
+def _recorder(args: argparse.Namespace, manifest: ModelManifest) -> WindowRecorder | None:
+    """The ``--memory`` recorder (its memory opened), or None."""
+    if args.memory is None:
+        return None
+    max_age_s = parse_duration_s(args.memory_max_age) if args.memory_max_age else None
+    return WindowRecorder(open_memory(args.memory, manifest, args.memory_max_windows, max_age_s))
+
+
+def _check_args(args: argparse.Namespace) -> tuple[ModelManifest, tuple[Prompt, ...], MatchConfig,
+                                                  FusionConfig | None]:  # fmt: skip
     """Everything checkable before opening sources; raises EdgebindError (one line)."""
     if args.bundle is None:
         raise EdgebindError("--bundle DIR is required (or run --demo)")
@@ -150,16 +207,25 @@ def _check_args(args: argparse.Namespace) -> tuple[ModelManifest, tuple[Prompt, 
         raise EdgebindError("give at least one --source URI, e.g. --source 'sim://demo?pace=fast'")
     if (args.prompts is None) == (args.prompt_file is None):
         raise EdgebindError('give exactly one of --prompts "a;b;c" or --prompt-file FILE')
+    if args.fused_only and args.fusion is None:
+        raise EdgebindError("--fused-only needs --fusion FILE (a fusion config, e.g. bundles/demo/fusion.json)")
+    if args.memory is None and (args.memory_max_windows is not None or args.memory_max_age is not None):
+        raise EdgebindError("--memory-max-windows / --memory-max-age need --memory DIR")
+    if args.memory_max_windows is not None and args.memory_max_windows < 1:
+        raise InputError("--memory-max-windows must be >= 1")
+    if args.memory_max_age is not None:
+        parse_duration_s(args.memory_max_age)
     for uri in args.source:
         parse_uri(uri)  # unknown scheme: one line listing the valid ones
     manifest = load_manifest(args.bundle)
     prompts = parse_prompt_list(args.prompts) if args.prompts is not None else load_prompt_file(args.prompt_file)
     given = {key: getattr(args, dest) for dest, key in _MATCH_FLAGS.items() if getattr(args, dest) is not None}
-    return manifest, prompts, MatchConfig.from_dict(given)
+    fusion = None if args.fusion is None else load_fusion_config(args.fusion)
+    return manifest, prompts, MatchConfig.from_dict(given), fusion
 
 
 def prompt_bank(embedder: Embedder, prompts: Sequence[Prompt], cache_dir: Path | None = None) -> PromptBank:
-    """Encode ``prompts`` with the bundle's own tokenizer and text encoder.
+    """Encode ``prompts`` with the bundle's tokenizer and text encoder (example prompts: its other encoders).
 
     Raises:
         BundleError: the bundle has no text encoder or no vocabulary.
@@ -206,79 +272,6 @@ def supervise(pipeline: Pipeline, duration_s: float | None, live: bool) -> tuple
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
     return pipeline.status(), "interrupted" if interrupted.is_set() else ended
-
-
-class EventSink:
-    """Writes events (JSON lines or plain lines) from the inference thread; counts labels."""
-
-    def __init__(self, out: TextIO, as_json: bool) -> None:
-        self.out = out
-        self.as_json = as_json
-        self.t0_ns = time.monotonic_ns()
-        self.labels: Counter[str] = Counter()
-        self._lock = threading.Lock()
-
-    def __call__(self, event: PipelineEvent) -> None:
-        row = event_to_dict(event, self.t0_ns)
-        with self._lock:
-            self.labels[row["label"]] += 1
-            if self.as_json:
-                self.out.write(json.dumps(row) + "\n")
-            else:
-                self.out.write(
-                    f"{row['start_s']:8.2f} s  {row['label']:<20} {row['score']:.3f} (margin {row['margin']:+.3f})  "
-                    f"{row['stream']} [{row['modality']}]  {row['latency_ms']:.0f} ms\n"
-                )
-            self.out.flush()
-
-    def summary(self, status: PipelineStatus, ended: str) -> None:
-        """Write the summary line (JSON) or a short plain summary; ``ended`` as :func:`supervise` returns."""
-        row: dict[str, Any] = {"type": "summary", "interrupted": ended == "interrupted", "ended": ended}
-        row |= status.to_dict()
-        row["events_by_label"] = dict(self.labels)
-        with self._lock:
-            if self.as_json:
-                self.out.write(json.dumps(row) + "\n")
-            else:
-                for line in summary_lines(status, ended):
-                    self.out.write(line + "\n")
-            self.out.flush()
-
-
-def event_to_dict(event: PipelineEvent, t0_ns: int) -> dict[str, Any]:
-    """The JSON-lines form of an event (schema in the module docstring)."""
-    m = event.match
-    return {
-        "type": "event",
-        "label": m.label,
-        "score": round(float(m.score), 5),
-        "margin": round(float(m.margin), 5),
-        "modality": m.modality.value,
-        "source": event.source,
-        "stream": m.source_id,
-        "start_ns": int(m.start_ns),
-        "end_ns": int(m.end_ns),
-        "start_s": round((m.start_ns - t0_ns) / 1e9, 4),
-        "end_s": round((m.end_ns - t0_ns) / 1e9, 4),
-        "latency_ms": round(event.latency_ms, 3),
-    }
-
-
-def summary_lines(status: PipelineStatus, ended: str) -> list[str]:
-    """Plain-text summary: counters, per-stream counts, latency p50/p99, errors."""
-    how = {"sources": "sources ended", "duration": "--duration reached"}.get(ended, ended)
-    lines = [
-        f"{how} after {status.elapsed_s:.1f} s: {status.windows_done} windows matched, "
-        f"{status.windows_dropped} dropped, {status.windows_failed} failed, {status.events} events"
-    ]
-    for s in status.streams:
-        lines.append(f"  {s.key:<12} {s.modality:<8} done {s.windows_done:>5}  dropped {s.windows_dropped:>4}  "
-                     f"events {s.events:>3}  source {s.source}")  # fmt: skip
-    for name, lat in status.latency.items():
-        if lat.count:
-            lines.append(f"  latency {name:<10} p50 {lat.p50_ms:8.1f} ms  p99 {lat.p99_ms:8.1f} ms  (n={lat.count})")
-    lines.extend(f"  error: {e}" for e in status.errors)
-    return lines
 
 
 if __name__ == "__main__":
