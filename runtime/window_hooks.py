@@ -69,6 +69,5 @@ def open_memory(
         memory.close()
         raise MemoryStoreError(f"memory {directory} was recorded with model {stored[:12]}, this bundle is "
                                f"{manifest.model_id[:12]}; record into another directory")  # fmt: skip
-    memory.close()
-    meta = {"model_id": manifest.model_id, "bundle": str(Path(manifest.root).resolve())}
-    return EmbeddingMemory(directory, manifest.embed_dim, max_windows, max_age_s, dtype=dtype, meta=meta)
+    memory.set_meta({"model_id": manifest.model_id, "bundle": str(Path(manifest.root).resolve())})
+    return memory

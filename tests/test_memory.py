@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import runtime.memory as memory_mod
+from runtime import memory_scan, memory_slots
 from runtime.memory import DB_FILE, VEC_FILE, EmbeddingMemory, MemoryStoreError, WindowRecorder
 from runtime.search import main as search_main
 from runtime.search import parse_when, search_request
@@ -77,7 +77,8 @@ def test_restart_keeps_contents_and_ids_are_never_reused(tmp_path: Path) -> None
 
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
 def test_search_is_exact_top_k_with_filters(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dtype: str) -> None:
-    monkeypatch.setattr(memory_mod, "CHUNK_ROWS", 256)  # several chunks, some sparse, some dense
+    monkeypatch.setattr(memory_scan, "CHUNK_ROWS", 256)  # several chunks, some sparse, some dense
+    monkeypatch.setattr(memory_slots, "PART_ROWS", 384)  # time partitions that straddle chunks
     t0 = 1_799_999_000 * S
     mem = EmbeddingMemory(tmp_path / "m", 32, max_windows=3000, dtype=dtype)
     _fill(mem, 3500, seed=1, t0_ns=t0)  # ids 501..3500 live
