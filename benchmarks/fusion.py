@@ -1,18 +1,24 @@
 """Cross-sensor fusion vs single modalities on held-out ``sim://random`` seeds (bundles/demo, ONNX Runtime).
 
-``python -m benchmarks.fusion [--tune-seed 2000] [--seeds 2001-2005] [--duration 300]``
+``python -m benchmarks.fusion [--tune-seed 2000] [--seeds 2001-2005] [--duration 300] [--write-config PATH]``
 
 Tunes each modality's best :class:`runtime.matching.MatchConfig` and the fusion config on
-the tuning seed, then scores on the evaluation seeds (neither among the miniature's
-training seeds 1-40 nor its test seeds 1001-1010) per class and overall: every single
-modality (its own shown classes), their union (each sensor voting alone, as the stream
-demo does) and the fused detector. Writes ``benchmarks/results/fusion-<date>.json/.md``
-(+ ``.png`` when matplotlib is installed).
+the tuning seed (global settings, then each class's rule: :func:`runtime.fusion_eval.compare`),
+then scores on the evaluation seeds (neither among the miniature's training seeds 1-40 nor
+its test seeds 1001-1010) per class and overall: every single modality (its own shown
+classes), their union (each sensor voting alone, as the stream demo does), the fused
+detector with the global rules only (``fused_global``) and with the per-class rules
+(``fused``). Writes ``benchmarks/results/fusion-<date>.json/.md`` (+ ``.png`` when
+matplotlib is installed); with ``--write-config PATH`` also the tuned ``fused`` config as a
+runtime artifact (``FusionConfig.to_dict()`` plus provenance under ``_about``, which
+``FusionConfig.from_dict`` ignores), e.g. ``bundles/demo/fusion.json`` for
+``runtime.stream --fusion``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from datetime import datetime, timezone
@@ -54,7 +60,8 @@ def run(bundle: Path, tune_seed: int, seeds: list[int], duration_s: float, threa
         eval_sets = [tracks(s) for s in seeds]
     t_embed = time.perf_counter() - t0
     out = compare(tune_tracks, tune_truth, eval_sets, bank, classes)
-    out["setup"] = {"bundle": str(bundle), "model_id": manifest.model_id, "tune_seed": tune_seed,
+    shown = bundle.resolve().relative_to(ROOT) if bundle.resolve().is_relative_to(ROOT) else bundle
+    out["setup"] = {"bundle": str(shown), "model_id": manifest.model_id, "tune_seed": tune_seed,
                     "eval_seeds": seeds, "duration_s": duration_s, "streams": list(STREAMS),
                     "embed_s": round(t_embed, 1), "total_s": round(time.perf_counter() - t0, 1)}  # fmt: skip
     return out
@@ -69,16 +76,21 @@ def markdown(payload: dict[str, Any]) -> list[str]:
              "when it overlaps a ground-truth event of its label (runtime/evaluate.py). Single modalities report "
              "only the classes they can show; `union` = every modality voting alone (the stream demo); `fused` = "
              "runtime/fusion.py.", "",
-             "| detector | detections | precision | recall | F1 | tuning F1 |",
-             "|---|---|---|---|---|---|"]  # fmt: skip
+             "| detector | detections | precision | recall | F1 | tuning F1 | median length s |",
+             "|---|---|---|---|---|---|---|"]  # fmt: skip
 
     def cell(x: Any) -> str:
         return "-" if x is None else f"{x:.3f}"
 
     for name, res in results.items():
         o = res["overall"]
-        lines.append(f"| {name} | {o['detections']} | {cell(o['precision'])} | {cell(o['recall'])} | "
-                     f"{cell(o['f1'])} | {cell(payload['tune_f1'].get(name))} |")  # fmt: skip
+        lines.append(f"| {name} | {o['detections']} | {cell(o['precision'])} | {cell(o['recall'])} | {cell(o['f1'])} "
+                     f"| {cell(payload['tune_f1'].get(name))} | {res['median_length_s']} |")  # fmt: skip
+    truth = payload["truth"]
+    lines += ["", f"{truth['events']} ground-truth events, median length {truth['median_length_s']} s. "
+              "`fused_global` = the global tuned rules; `fused` = then each class's rule and operating point "
+              "chosen on the tuning seed (fused or its best single modality, own enter threshold): "
+              + "; ".join(f"{k}: {v}" for k, v in payload["rule_choice"].items() if v != "fused") + "."]  # fmt: skip
     names = list(results)
     labels = sorted({label for res in results.values() for label in res["per_class"]})
     lines += ["", "F1 per class:", "", "| class | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
@@ -88,12 +100,30 @@ def markdown(payload: dict[str, Any]) -> list[str]:
     fused = payload["configs"]["fused"]
     lines += ["", "Tuned fusion config (rules omitted): "
               + ", ".join(f"{k}={v}" for k, v in fused.items() if k != "rules"),
-              "Rules: " + "; ".join(f"{k}: {'+'.join(r['requires'])} (min {r['min_modalities']})"
-                                    for k, r in fused["rules"].items()),
+              "Rules: " + "; ".join(f"{k}: {_rule_text(r)}" for k, r in fused["rules"].items()),
               "Weights: " + "; ".join(f"{k}: " + (", ".join(f"{m} {w:.2f}" for m, w in r["weights"].items()) or "equal")
                                       for k, r in fused["rules"].items()),
               "", f"Embedding {setup['embed_s']} s, total {setup['total_s']} s (CPU)."]  # fmt: skip
     return lines
+
+
+def _rule_text(rule: dict[str, Any]) -> str:
+    text = f"{'+'.join(rule['requires'])} (min {rule['min_modalities']}"
+    for key in ("enter_threshold", "exit_threshold"):
+        if key in rule:
+            text += f", {key.split('_')[0]} {rule[key]:g}"
+    return text + ")"
+
+
+def config_artifact(payload: dict[str, Any], date: str) -> dict[str, Any]:
+    """The tuned ``fused`` config as a runtime file: ``FusionConfig.to_dict()`` plus ``_about`` (provenance)."""
+    setup = payload["setup"]
+    about = {"benchmark": "python -m benchmarks.fusion", "date": date, "bundle": setup["bundle"],
+             "model_id": setup["model_id"], "tune_seed": setup["tune_seed"], "eval_seeds": setup["eval_seeds"],
+             "duration_s": setup["duration_s"],
+             "held_out_f1": payload["results"]["fused"]["overall"]["f1"],
+             "report": f"benchmarks/results/fusion-{date}.md"}  # fmt: skip
+    return {"_about": about, **payload["configs"]["fused"]}
 
 
 def plot(payload: dict[str, Any], path: Path) -> bool:
@@ -130,17 +160,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--duration", type=float, default=300.0)
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    ap.add_argument("--write-config", type=Path, metavar="PATH",
+                    help="also write the tuned fusion config there (e.g. bundles/demo/fusion.json)")  # fmt: skip
     args = ap.parse_args(argv)
     from benchmarks.report import save_report
 
     payload = run(args.bundle, args.tune_seed, _seeds(args.seeds), args.duration, args.threads)
-    stem = f"fusion-{datetime.now(timezone.utc).strftime('%Y-%m-%d')}"
+    date = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    stem = f"fusion-{date}"
     lines = markdown(payload)
     if plot(payload, args.out / f"{stem}.png"):
         lines += ["", f"![fusion]({stem}.png)"]
     md = save_report(args.out, stem, payload, lines)
     print("\n".join(lines))
     print(f"wrote {md}", file=sys.stderr)
+    if args.write_config is not None:
+        args.write_config.parent.mkdir(parents=True, exist_ok=True)
+        args.write_config.write_text(json.dumps(config_artifact(payload, date), indent=1) + "\n")
+        print(f"wrote {args.write_config}", file=sys.stderr)
     return 0
 
 

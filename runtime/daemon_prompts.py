@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from runtime.daemon_config import prompts_from_lines
@@ -36,9 +36,7 @@ class PromptControl:
     _bank: PromptBank | None
     _prompt_lock: threading.Lock
     _prompt_origin: str
-
-    def _count(self, name: str, n: int = 1) -> None:
-        raise NotImplementedError
+    _count: Callable[..., None]  # the daemon's counter (name, n=1)
 
     def _config_prompts(self) -> tuple[Prompt, ...]:
         p = self.cfg.prompts

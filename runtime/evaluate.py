@@ -63,6 +63,12 @@ class ClassScore:
         """recalled / truth; nan without ground-truth events."""
         return self.recalled / self.truth if self.truth else float("nan")
 
+    @property
+    def f1(self) -> float:
+        """Harmonic mean of precision and recall; 0 when either is 0 or undefined."""
+        p, r = self.precision, self.recall
+        return 0.0 if math.isnan(p) or math.isnan(r) or p + r == 0 else 2 * p * r / (p + r)
+
 
 @dataclass(frozen=True)
 class Evaluation:

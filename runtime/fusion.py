@@ -29,14 +29,21 @@ The combination rule, per label ``L`` with a :class:`FusionRule` (``requires``,
    seen, and ``support`` = how many of them have ``s_m >= support_threshold``.
 
 4. **Decide** like :class:`runtime.matching.Matcher`: a run starts when
-   ``fused >= enter_threshold`` and ``support >= min_modalities`` (capped at the number
-   of modalities seen); the event is emitted (onset) once those conditions held on
-   every evaluation for ``min_duration_s``; an emitted event stays open while
-   ``fused >= exit_threshold`` and closes on the first evaluation below it; after it
-   closes, the label cannot start a new run until ``cooldown_s`` after its end. With
+   ``fused >= enter`` and ``support >= min_modalities`` (capped at the number of
+   modalities seen); the event is emitted (onset) once those conditions held on every
+   evaluation for ``min_duration_s``; an emitted event stays open while ``fused >= exit``
+   and closes on the first evaluation below it; after it closes, the label cannot start
+   a new run until ``cooldown_s`` after its end. ``enter``/``exit`` are the rule's
+   ``enter_threshold``/``exit_threshold`` where it sets them, else the config's (an
+   exit left out is capped at the enter, :meth:`FusionConfig.thresholds`). With
    ``exclusive`` (default) a run can only start for the label whose fused score is the
    highest of all rules at that time (as the Matcher lets only the best prompt open);
    open events are not closed by a competitor.
+
+A rule may require a single modality (``min_modalities`` 1): for a class that only one
+sensor shows reliably, averaging in sensors that cannot tell it apart dilutes the
+evidence, and :func:`runtime.fusion_eval.choose_rules` picks such rules per class on
+tuning data.
 
 The fuser evaluates a label each time one of its required modalities reports, at that
 report's time. Times are whatever the caller passes (monotonic ns); pass the time the
@@ -44,14 +51,10 @@ window's evidence refers to (its centre is a good choice: a 5 s IMU window repor
 its end would lag the event by 2.5 s). Reports may arrive slightly out of order across
 modalities; pooling is by time, not by arrival.
 
-Configuration (JSON / TOML table ``[fusion]``)::
-
-    window_s = 3.0
-    enter_threshold = 0.4
-    [fusion.rules.fall]
-    requires = ["imu", "audio", "thermal"]
-    weights = {imu = 2.0}
-    min_modalities = 2
+Configuration: :class:`FusionRule` / :class:`FusionConfig` (``from_dict`` / ``to_dict``, JSON
+or a TOML table ``[fusion]``) and :func:`default_rules` live in :mod:`runtime.fusion_config`
+and are re-exported here. ``benchmarks/fusion.py --write-config`` writes a tuned config
+(``bundles/demo/fusion.json``); :func:`runtime.fusion_eval.tune_fusion` documents how it is tuned.
 """
 
 from __future__ import annotations
@@ -59,197 +62,16 @@ from __future__ import annotations
 import math
 import threading
 from collections import deque
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, fields
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from runtime.errors import ConfigError
+from runtime.fusion_config import CALIBRATIONS, POOLS, SENSOR_MODALITIES, FusionConfig, FusionRule, default_rules
 
-CALIBRATIONS = ("softmax", "zscore", "cosine")
-POOLS = ("max", "mean")
-SENSOR_MODALITIES = ("audio", "imu", "depth", "thermal", "vision")
-
-
-@dataclass(frozen=True)
-class FusionRule:
-    """Which modalities can show one label and how they are combined.
-
-    Attributes:
-        label: the prompt label the rule fuses.
-        requires: modality names whose evidence counts (e.g. ``("imu", "audio", "thermal")``).
-        weights: per-modality weight in the weighted mean (missing: 1.0).
-        min_modalities: how many required modalities must each reach ``support_threshold``
-            within the window (capped at the number of required modalities the fuser has seen).
-    """
-
-    label: str
-    requires: tuple[str, ...]
-    weights: Mapping[str, float] = field(default_factory=dict)
-    min_modalities: int = 1
-
-    def __post_init__(self) -> None:
-        where = f"fusion rule {self.label!r}"
-        if not isinstance(self.label, str) or not self.label:
-            raise ConfigError(f"fusion rule: label {self.label!r} must be a non-empty string")
-        requires = tuple(self.requires) if isinstance(self.requires, (list, tuple)) else None
-        if not requires or not all(isinstance(m, str) for m in requires):
-            raise ConfigError(f"{where}: requires must be a non-empty list of modality names, got {self.requires!r}")
-        if len(set(requires)) != len(requires):
-            raise ConfigError(f"{where}: requires {list(requires)} names a modality twice")
-        object.__setattr__(self, "requires", requires)
-        if not isinstance(self.weights, Mapping):
-            raise ConfigError(f"{where}: weights must be a table modality -> number, got {self.weights!r}")
-        weights = {}
-        for mod, w in self.weights.items():
-            if mod not in requires:
-                raise ConfigError(f"{where}: weight for {mod!r}, which is not in requires {list(requires)}")
-            if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or w <= 0:
-                raise ConfigError(f"{where}: weight of {mod!r} = {w!r} must be a finite number > 0")
-            weights[mod] = float(w)
-        object.__setattr__(self, "weights", weights)
-        n = self.min_modalities
-        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= len(requires):
-            raise ConfigError(f"{where}: min_modalities {n!r} must be an integer in 1..{len(requires)}")
-
-    def weight(self, modality: str) -> float:
-        """The weight of ``modality`` (1.0 unless set)."""
-        return float(self.weights.get(modality, 1.0))
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (``label`` included)."""
-        return {"label": self.label, "requires": list(self.requires), "weights": dict(self.weights),
-                "min_modalities": self.min_modalities}  # fmt: skip
-
-
-@dataclass(frozen=True)
-class FusionConfig:
-    """How per-modality scores become fused events (see the module docstring).
-
-    Attributes:
-        rules: one rule per fused label.
-        calibration: ``"softmax"``, ``"zscore"`` or ``"cosine"``.
-        logit_scale: softmax inverse temperature (the bundle's text ``output_scale`` is a fair choice).
-        zscore_halflife_s: half-life of the running mean/variance for ``"zscore"``.
-        zscore_warmup: windows per (modality, label) before z-scores count (0 until then).
-        window_s: the time window evidence is pooled over, seconds.
-        pool: ``"max"`` or ``"mean"`` of a modality's scores within the window.
-        support_threshold: calibrated score a modality must reach to count towards ``min_modalities``.
-        enter_threshold: fused score to open an event.
-        exit_threshold: fused score below which an open event closes (<= enter_threshold).
-        min_duration_s: seconds the open conditions must hold before the event is emitted.
-        cooldown_s: seconds after an event ends before the label may re-open.
-        exclusive: only the label with the highest fused score at an evaluation may start a run.
-    """
-
-    rules: tuple[FusionRule, ...]
-    calibration: str = "softmax"
-    logit_scale: float = 10.0
-    zscore_halflife_s: float = 60.0
-    zscore_warmup: int = 10
-    window_s: float = 3.0
-    pool: str = "max"
-    support_threshold: float = 0.3
-    enter_threshold: float = 0.4
-    exit_threshold: float = 0.3
-    min_duration_s: float = 0.0
-    cooldown_s: float = 1.0
-    exclusive: bool = True
-
-    def __post_init__(self) -> None:
-        rules = tuple(self.rules) if isinstance(self.rules, (list, tuple)) else None
-        if not rules or not all(isinstance(r, FusionRule) for r in rules):
-            raise ConfigError("fusion config: rules must be a non-empty list of fusion rules")
-        labels = [r.label for r in rules]
-        dup = sorted({x for x in labels if labels.count(x) > 1})
-        if dup:
-            raise ConfigError(f"fusion config: label {dup[0]!r} has more than one rule")
-        object.__setattr__(self, "rules", rules)
-        for name, allowed in (("calibration", CALIBRATIONS), ("pool", POOLS)):
-            if getattr(self, name) not in allowed:
-                raise ConfigError(f"fusion config: {name} {getattr(self, name)!r} must be one of {', '.join(allowed)}")
-        numbers = ("logit_scale", "zscore_halflife_s", "window_s", "support_threshold", "enter_threshold",
-                   "exit_threshold", "min_duration_s", "cooldown_s")  # fmt: skip
-        for name in numbers:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise ConfigError(f"fusion config: {name} = {value!r} must be a finite number")
-        for name in ("logit_scale", "zscore_halflife_s", "window_s"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"fusion config: {name} {getattr(self, name)} must be > 0")
-        for name in ("min_duration_s", "cooldown_s"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"fusion config: {name} {getattr(self, name)} must be >= 0")
-        if isinstance(self.zscore_warmup, bool) or not isinstance(self.zscore_warmup, int) or self.zscore_warmup < 0:
-            raise ConfigError(f"fusion config: zscore_warmup {self.zscore_warmup!r} must be an integer >= 0")
-        if not isinstance(self.exclusive, bool):
-            raise ConfigError(f"fusion config: exclusive {self.exclusive!r} must be true or false")
-        if self.exit_threshold > self.enter_threshold:
-            raise ConfigError(f"fusion config: exit_threshold {self.exit_threshold} must be <= "
-                              f"enter_threshold {self.enter_threshold}")  # fmt: skip
-
-    @property
-    def labels(self) -> tuple[str, ...]:
-        """The fused labels, rule order."""
-        return tuple(r.label for r in self.rules)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any], where: str = "fusion config") -> FusionConfig:
-        """Build from a JSON object or TOML table; unknown keys / bad values raise a one-line ConfigError.
-
-        ``rules`` is either a table ``label -> {requires, weights, min_modalities}`` or a
-        list of such tables each with a ``label``.
-        """
-        if not isinstance(data, Mapping):
-            raise ConfigError(f"{where}: expected a table, got {type(data).__name__}")
-        names = [f.name for f in fields(cls)]
-        unknown = sorted(set(data) - set(names))
-        if unknown:
-            raise ConfigError(f"{where}: unknown key {unknown[0]!r} (valid keys: {', '.join(names)})")
-        if "rules" not in data:
-            raise ConfigError(f"{where}: rules missing (one table per fused label)")
-        kwargs = dict(data)
-        items = _rule_items(data["rules"], where)
-        kwargs["rules"] = tuple(_rule_from_dict(label, body, where) for label, body in items)
-        try:
-            return cls(**kwargs)
-        except ConfigError as exc:
-            raise ConfigError(f"{where}: {exc}".replace(f"{where}: fusion config: ", f"{where}: ")) from None
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict, ``rules`` as a table label -> rule (round-trips through :meth:`from_dict`)."""
-        out: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "rules"}
-        out["rules"] = {r.label: {k: v for k, v in r.to_dict().items() if k != "label"} for r in self.rules}
-        return out
-
-
-def _rule_items(rules: Any, where: str) -> list[tuple[str, Any]]:
-    if isinstance(rules, Mapping):
-        return [(str(k), v) for k, v in rules.items()]
-    if isinstance(rules, (list, tuple)):
-        items = []
-        for i, body in enumerate(rules):
-            if not isinstance(body, Mapping) or "label" not in body:
-                raise ConfigError(f"{where}: rules[{i}] must be a table with a label")
-            items.append((str(body["label"]), {k: v for k, v in body.items() if k != "label"}))
-        return items
-    raise ConfigError(f"{where}: rules must be a table label -> rule or a list of rules, got {type(rules).__name__}")
-
-
-def _rule_from_dict(label: str, body: Any, where: str) -> FusionRule:
-    if not isinstance(body, Mapping):
-        raise ConfigError(f"{where}: rules.{label} must be a table, got {type(body).__name__}")
-    valid = ("requires", "weights", "min_modalities")
-    unknown = sorted(set(body) - set(valid))
-    if unknown:
-        raise ConfigError(f"{where}: rules.{label}: unknown key {unknown[0]!r} (valid keys: {', '.join(valid)})")
-    if "requires" not in body:
-        raise ConfigError(f"{where}: rules.{label}: requires missing")
-    try:
-        return FusionRule(label, body["requires"], body.get("weights", {}), body.get("min_modalities", 1))
-    except ConfigError as exc:
-        raise ConfigError(f"{where}: {exc}") from None
+__all__ = ["CALIBRATIONS", "POOLS", "SENSOR_MODALITIES", "FusedEvent", "Fuser", "FusionConfig", "FusionRule",
+           "default_rules"]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -432,9 +254,10 @@ class Fuser:
     def _evaluate(self, rule: FusionRule, time_ns: int, best: str | None) -> FusedEvent | None:
         cfg, label = self.config, rule.label
         fused, support, per = self._combine(rule, time_ns)
+        enter, exit_ = cfg.thresholds(rule)
         run = self._runs.get(label)
         if run is not None and run.emitted:
-            if fused >= cfg.exit_threshold:
+            if fused >= exit_:
                 run.end_ns = max(run.end_ns, time_ns)
                 if fused > run.peak:
                     run.peak, run.support, run.per_modality = fused, support, per
@@ -442,7 +265,7 @@ class Fuser:
                 self._end_run(label)
             return None
         seen = sum(1 for m in rule.requires if m in self._seen)
-        holds = fused >= cfg.enter_threshold and len(support) >= min(rule.min_modalities, seen)
+        holds = fused >= enter and len(support) >= min(rule.min_modalities, seen)
         holds = holds and (best is None or best == label)
         if not holds or time_ns < self._cooldown_until_ns.get(label, -(2**62)):
             self._runs.pop(label, None)
@@ -464,45 +287,3 @@ class Fuser:
             event = run.to_event(label)
             self._closed.append(event)
             self._cooldown_until_ns[label] = event.end_ns + round(self.config.cooldown_s * 1e9)
-
-
-def default_rules(
-    classes: Iterable[tuple[str, Iterable[str]]],
-    available: Iterable[str],
-    min_modalities: str | int = "majority",
-    weights: Mapping[str, Mapping[str, float]] | None = None,
-) -> tuple[FusionRule, ...]:
-    """One rule per class over the modalities that can show it and are available.
-
-    Args:
-        classes: ``(label, modality names that show it)`` pairs.
-        available: the modality names the robot streams.
-        min_modalities: an int (capped per rule), ``"majority"`` (more than half of the
-            rule's modalities), ``"all"``, or ``"all_but_one"`` (at least 1).
-        weights: label -> modality -> weight (e.g. each modality's single-modality F1
-            on that class, measured on tuning data, so the sensors that show a class
-            reliably count more); missing entries (or None): 1.
-    """
-    avail = [str(getattr(m, "value", m)) for m in available]
-    rules = []
-    for label, mods in classes:
-        names = {str(getattr(m, "value", m)) for m in mods}
-        requires = tuple(m for m in avail if m in names)
-        if not requires:
-            continue
-        n = len(requires)
-        if isinstance(min_modalities, int):
-            k = min(max(1, min_modalities), n)
-        elif min_modalities == "majority":
-            k = n // 2 + 1
-        elif min_modalities == "all":
-            k = n
-        elif min_modalities == "all_but_one":
-            k = max(1, n - 1)
-        else:
-            raise ConfigError(f"fusion: min_modalities policy {min_modalities!r} must be an int, majority, all "
-                              "or all_but_one")  # fmt: skip
-        table = (weights or {}).get(label, {})
-        w = {m: float(table[m]) for m in requires if m in table}
-        rules.append(FusionRule(label, requires, w, k))
-    return tuple(rules)

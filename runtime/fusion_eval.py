@@ -12,8 +12,12 @@ Steps (used by ``benchmarks/fusion.py`` and ``tests/test_fusion.py``):
    modality on a tuning recording (overall F1).
 3. :func:`fused_detections`: a :class:`~runtime.fusion.Fuser` fed every window of every
    modality in time order (time = window centre); :func:`tune_fusion` picks window,
-   thresholds and the ``min_modalities`` policy on the same tuning recording.
-4. :func:`runtime.evaluate.evaluate` against the recording's ground-truth timeline.
+   thresholds, weights and the ``min_modalities`` policy on the same tuning recording, then
+   :func:`choose_rules` picks each class's rule there: its fused rule or a rule over its best
+   single modality, each with the global or its own enter threshold, keeping a change only
+   when it raises that class's tuning F1 without lowering the overall one.
+4. :func:`runtime.evaluate.evaluate` against the recording's ground-truth timeline
+   (:func:`compare` does steps 2-4: tune on one recording, score on held-out ones).
 
 Recordings are duck-typed (``sensors.sim.generate`` output: ``streams[name]`` with
 ``info``, ``t_ns``, ``values``; ``timeline`` of events with ``label``, ``start_s``,
@@ -33,7 +37,7 @@ from numpy.typing import NDArray
 
 from runtime.embedder import Embedder
 from runtime.evaluate import ClassScore, Evaluation, Interval, evaluate, truth_from_timeline
-from runtime.fusion import Fuser, FusionConfig, default_rules
+from runtime.fusion import Fuser, FusionConfig, FusionRule, default_rules
 from runtime.matching import MatchConfig, Matcher
 from runtime.prompts import Prompt, PromptBank
 from runtime.types import Modality, Samples
@@ -180,7 +184,9 @@ def tune_fusion(
     logit_scale: float = 10.0,
     grid: Mapping[str, tuple[Any, ...]] = FUSION_GRID,
 ) -> tuple[FusionConfig, float]:
-    """The grid's best FusionConfig by overall F1, and that F1.
+    """The grid's best FusionConfig by overall F1 (the same rule form for every class), and that F1.
+
+    :func:`choose_rules` then adapts each class's rule; :func:`compare` runs both.
 
     ``single_f1`` (modality -> label -> F1 of that modality's tuned Matcher on the class,
     ``"overall"`` for all its classes) enables the weightings ``"class_f1"`` (in the rule of
@@ -207,6 +213,87 @@ def tune_fusion(
             best = (score, cfg)
     assert best is not None
     return best[1], best[0]
+
+
+RULE_THRESHOLDS: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
+
+
+def choose_rules(
+    tracks: Mapping[str, Track],
+    truth: list[Interval],
+    labels: Iterable[str],
+    config: FusionConfig,
+    single_f1: Mapping[str, Mapping[str, float]],
+    *,
+    thresholds: Sequence[float] = RULE_THRESHOLDS,
+    min_events: int = 3,
+) -> tuple[FusionConfig, dict[str, str]]:
+    """Per class, choose its rule and operating point on the tuning recording: fused, or its best single modality.
+
+    The global settings of ``config`` (found by :func:`tune_fusion`) fit most classes, but a
+    class that one sensor shows and the others cannot tell apart (running: the IMU gait) is
+    diluted below threshold by the fused mean, and the classes' scores sit on different
+    levels. So, for each rule of ``config`` in rule order, the candidates are:
+
+    - its rule as tuned, with the config's thresholds (the incumbent);
+    - the same rule with its own ``enter_threshold`` ``t`` for each ``t`` in ``thresholds``;
+    - for a rule over several modalities, a rule over its best single modality ``m``, the one
+      whose tuned single-modality Matcher has the highest F1 on the class
+      (``single_f1[m][label]``, same tuning recording; none when all are 0):
+      ``FusionRule(label, (m,), min_modalities=1)`` with the config's thresholds or with
+      ``enter_threshold=t`` for each ``t``.
+
+    A candidate with its own ``enter_threshold = t`` gets ``exit_threshold = t * r``, ``r`` =
+    the config's ``exit_threshold / enter_threshold`` (the same relative hysteresis: a fixed gap
+    would put a low threshold's exit at 0, and an event that never closes overlaps every event).
+    A candidate replaces the incumbent only if it raises the class's F1 on ``tracks``/``truth``
+    strictly and does not lower the overall F1 (with ``exclusive`` the rules compete, so one
+    class's gain must not be another's loss); the highest class F1 wins (ties: the earlier
+    candidate, in the order above), and later classes are chosen with it in place. The global
+    settings are unchanged. A class with fewer than ``min_events`` ground-truth events in
+    ``truth`` keeps its rule: one lucky hit on a single event would decide otherwise (on a
+    short tuning recording such switches lose on held-out data). Evaluation recordings must
+    never be passed here.
+
+    Returns:
+        The config with the chosen rules, and label -> choice (``"fused"``, ``"fused, enter 0.3"``,
+        ``"imu"``, ``"imu, enter 0.1"``).
+    """
+    labels = tuple(labels)
+    rules = list(config.rules)
+    choice = {r.label: "fused" for r in rules}
+
+    def score(i: int, rule: FusionRule) -> tuple[float, float]:
+        candidate = replace(config, rules=(*rules[:i], rule, *rules[i + 1 :]))
+        result = evaluate(fused_detections(tracks, candidate), truth, labels)
+        return next((f1(s) for s in result.per_class if s.label == rule.label), 0.0), f1(result.overall)
+
+    for i, rule in enumerate(config.rules):
+        if sum(1 for t in truth if t.label == rule.label) < min_events:
+            continue
+        candidates = [(f"fused, enter {t:g}", _with_thresholds(config, rule, t)) for t in thresholds]
+        mods = [m for m in rule.requires if single_f1.get(m, {}).get(rule.label, 0.0) > 0.0]
+        if len(rule.requires) > 1 and mods:
+            best_mod = max(mods, key=lambda m: single_f1[m][rule.label])
+            single = FusionRule(rule.label, (best_mod,), {}, 1)
+            candidates.append((best_mod, single))
+            candidates += [(f"{best_mod}, enter {t:g}", _with_thresholds(config, single, t)) for t in thresholds]
+        base_own, base_all = score(i, rule)
+        best: tuple[float, str, FusionRule] | None = None
+        for name, candidate in candidates:
+            own, overall = score(i, candidate)
+            if own > base_own and overall >= base_all and (best is None or own > best[0]):
+                best = (own, name, candidate)
+        if best is not None:
+            choice[rule.label], rules[i] = best[1], best[2]
+    return replace(config, rules=tuple(rules)), choice
+
+
+def _with_thresholds(config: FusionConfig, rule: FusionRule, enter: float) -> FusionRule:
+    """``rule`` with its own enter threshold and the config's relative hysteresis below it."""
+    ratio = config.exit_threshold / config.enter_threshold if config.enter_threshold > 0 else 1.0
+    exit_ = round(enter * ratio, 4) if 0 <= ratio <= 1 else enter
+    return replace(rule, enter_threshold=enter, exit_threshold=exit_)
 
 
 def bank_labels(bank: PromptBank) -> tuple[str, ...]:
@@ -247,8 +334,14 @@ def compare(
 ) -> dict[str, Any]:
     """Tune on one recording, then score single modalities, their union and fusion on the others (pooled).
 
-    Returns a JSON-ready dict: ``configs`` (tuned), ``tune_f1``, ``results`` (detector ->
-    per-class/overall scores over every evaluation recording together).
+    Fusion is tuned in two steps, both on the tuning recording only: :func:`tune_fusion` (the
+    global settings, detector ``fused_global``), then :func:`choose_rules` (each class's rule
+    and operating point, detector ``fused``).
+
+    Returns a JSON-ready dict: ``configs`` (tuned; ``fused_global`` and ``fused``),
+    ``rule_choice`` (label -> :func:`choose_rules`' choice), ``tune_f1``, ``results``
+    (detector -> per-class/overall scores over every evaluation recording together, and
+    ``median_length_s`` of its detections; ``truth`` -> that of the ground-truth events).
     """
     classes = [(label, tuple(str(getattr(m, "value", m)) for m in mods)) for label, mods in classes]
     labels = bank_labels(bank)
@@ -260,10 +353,13 @@ def compare(
         )
         tuned = evaluate(single_detections(track, bank, single_cfg[name], shown), tune_truth, labels)
         class_f1[name] = {s.label: f1(s) for s in (*tuned.per_class, tuned.overall)}
-    fusion_cfg, tune_f1["fused"] = tune_fusion(
+    global_cfg, tune_f1["fused_global"] = tune_fusion(
         tune_tracks, classes, tune_truth, labels, single_f1=class_f1, logit_scale=logit_scale, grid=fusion_grid
     )
-    dets: dict[str, list[Interval]] = {name: [] for name in (*tune_tracks, "union", "fused")}
+    fusion_cfg, choice = choose_rules(tune_tracks, tune_truth, labels, global_cfg, class_f1)
+    tune_f1["fused"] = f1(evaluate(fused_detections(tune_tracks, fusion_cfg), tune_truth, labels).overall)
+    fused = {"fused_global": global_cfg, "fused": fusion_cfg}
+    dets: dict[str, list[Interval]] = {name: [] for name in (*tune_tracks, "union", *fused)}
     truth_all: list[Interval] = []
     for k, (tracks, truth) in enumerate(eval_sets):
         src = f"{SOURCE}#{k}"  # keep recordings apart when pooling
@@ -273,10 +369,21 @@ def compare(
             found = [replace(d, source=src) for d in single_detections(track, bank, single_cfg[name], shown)]
             dets[name] += found
             dets["union"] += found
-        dets["fused"] += [replace(d, source=src) for d in fused_detections(tracks, fusion_cfg)]
-    results = {name: score_row(evaluate(d, truth_all, labels)) for name, d in dets.items()}
+        for name, cfg in fused.items():
+            dets[name] += [replace(d, source=src) for d in fused_detections(tracks, cfg)]
+    results = {name: score_row(evaluate(d, truth_all, labels)) | {"median_length_s": median_length_s(d)}
+               for name, d in dets.items()}  # fmt: skip
     return {
-        "configs": {**{k: v.to_dict() for k, v in single_cfg.items()}, "fused": fusion_cfg.to_dict()},
+        "configs": {**{k: v.to_dict() for k, v in single_cfg.items()}, **{k: v.to_dict() for k, v in fused.items()}},
+        "rule_choice": choice,
         "tune_f1": {k: round(v, 4) for k, v in tune_f1.items()},
         "results": results,
+        "truth": {"events": len(truth_all), "median_length_s": median_length_s(truth_all)},
     }
+
+
+def median_length_s(intervals: Sequence[Interval]) -> float | None:
+    """Median length of the intervals, seconds (None when there are none)."""
+    if not intervals:
+        return None
+    return round(float(np.median([(i.end_ns - i.start_ns) / 1e9 for i in intervals])), 2)

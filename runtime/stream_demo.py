@@ -3,9 +3,12 @@
 Streams ``sim://demo`` (IMU, audio, depth, thermal; ``pace=fast``, lossless, so every
 window is embedded) through ``bundles/demo`` with the bundle's own ``prompts.txt`` (the
 trained miniature model knows the sim captions) or else ``tests/fixtures/prompts_demo.txt``,
-prints the detected events next to the
-ground-truth timeline, then per-class and overall precision and recall
-(:mod:`runtime.evaluate`) and the sensor-to-event latency p50/p99.
+prints the detected events next to the ground-truth timeline, then per-class and overall
+precision and recall (:mod:`runtime.evaluate`) and the sensor-to-event latency p50/p99.
+
+Two detectors run on the same windows: every sensor voting alone (the per-stream matcher)
+and, when the bundle ships a tuned fusion config (``fusion.json``, written by
+``python -m benchmarks.fusion --write-config``), cross-sensor fusion (:mod:`runtime.fusion_stage`).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import numpy as np
 from runtime.embedder import Embedder
 from runtime.errors import EdgebindError
 from runtime.evaluate import Interval, evaluate, format_table, truth_from_timeline
+from runtime.fusion_stage import FusionStage, load_fusion_config
 from runtime.manifest import load_manifest
 from runtime.matching import MatchConfig
 from runtime.pipeline import Pipeline, PipelineConfig
@@ -28,6 +32,7 @@ from runtime.prompts import load_prompt_file
 DEMO_BUNDLE = Path("bundles") / "demo"
 DEMO_PROMPTS = Path("tests") / "fixtures" / "prompts_demo.txt"
 BUNDLE_PROMPTS = "prompts.txt"  # prompts shipped with a bundle (the miniature sim model writes one)
+BUNDLE_FUSION = "fusion.json"  # the tuned fusion config shipped with a bundle
 DEMO_STREAMS = "imu,audio,depth,thermal"
 
 
@@ -69,15 +74,19 @@ def run_demo(duration_s: float | None = None, threads: int = 0, out: Callable[[s
     if duration_s is not None:
         uri += f"&duration_s={duration_s:g}"
     events: list[PipelineEvent] = []
+    fusion_path = bundle.parent / BUNDLE_FUSION
     try:
         manifest = load_manifest(bundle.parent)
         prompts = load_prompt_file(prompts_path)
+        fusion = load_fusion_config(fusion_path) if fusion_path.is_file() else None
         from runtime.stream import prompt_bank
 
         with Embedder(manifest, "ort", max_batch=8, intra_op_threads=threads) as embedder:
             bank = prompt_bank(embedder, prompts)
+            stage = FusionStage(fusion, bank) if fusion is not None else None
             cfg = PipelineConfig(threads=threads, lossless=True)
-            pipeline = Pipeline(manifest, [uri], bank, MatchConfig(), cfg, on_event=events.append, embedder=embedder)
+            pipeline = Pipeline(manifest, [uri], bank, MatchConfig(), cfg, on_event=events.append, embedder=embedder,
+                                on_window=stage)  # fmt: skip
             source = pipeline.source_objects[0]
             status = pipeline.run()
     except EdgebindError as exc:
@@ -94,17 +103,41 @@ def run_demo(duration_s: float | None = None, threads: int = 0, out: Callable[[s
     closed = pipeline.closed_events()
     detections = [Interval(m.label, src, m.start_ns, m.end_ns) for m, src in closed]
     labels = [p.label for p in prompts if not p.background]
-    _print_timeline(out, truth, detections, t0_ns)
-    result = evaluate(detections, truth, labels)
-    out("")
-    for line in format_table(result):
-        out(line)
-    if result.unscored:
-        out(f"(ground-truth classes without a prompt, not scored: {', '.join(result.unscored)})")
+    fused = None
+    if stage is not None:
+        fused = [Interval(e.label, uri, e.start_ns, e.end_ns) for e in stage.flush()]
+    _print_scores(out, (truth, t0_ns, labels), detections, fused, fusion_path)
     _print_latency(out, events, status)
     for err in status.errors:
         out(f"error: {err}")
     return 0
+
+
+def _print_scores(out: Callable[[str], None], ground: tuple[list[Interval], int, list[str]],
+                  single: list[Interval], fused: list[Interval] | None, fusion_path: Path) -> None:  # fmt: skip
+    """Timeline and per-class table of each detector, then one overall line each.
+
+    ``ground`` is (ground-truth intervals, t0_ns of the timeline, the scored labels).
+    """
+    truth, t0_ns, labels = ground
+    results = {}
+    for name, dets in (("every sensor voting alone", single), (f"cross-sensor fusion ({fusion_path})", fused)):
+        if dets is None:
+            continue
+        out("")
+        out(f"{name}:")
+        _print_timeline(out, truth, dets, t0_ns)
+        results[name.split(" (")[0]] = result = evaluate(dets, truth, labels)
+        out("")
+        for line in format_table(result):
+            out(line)
+        if result.unscored:
+            out(f"(ground-truth classes without a prompt, not scored: {', '.join(result.unscored)})")
+    out("")
+    for name, ev in results.items():
+        o = ev.overall
+        out(f"{name:<26} {o.detections:>4} detections  precision {o.precision:.2f}  recall {o.recall:.2f}  "
+            f"F1 {o.f1:.2f}")  # fmt: skip
 
 
 def _print_latency(out: Callable[[str], None], events: list[PipelineEvent], status: PipelineStatus) -> None:

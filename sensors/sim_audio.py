@@ -77,7 +77,7 @@ def _engine(p: EventParams, tau_s: NDArray[np.float64], rng: np.random.Generator
     k = np.arange(1, 9)[:, None]
     hum = (np.sin(2 * np.pi * p.f0_hz * k * tau_s[None, :] + k) / k).sum(axis=0)
     hum *= 1.0 + 0.3 * np.sin(np.pi * p.f0_hz * tau_s)
-    rumble = np.convolve(rng.normal(0.0, 1.0, len(tau_s)), np.ones(24) / 24, mode="same")
+    rumble = np.convolve(rng.normal(0.0, 1.0, len(tau_s)), np.ones(24) / 24, mode="full")[11 : 11 + len(tau_s)]
     return 0.08 * p.level * hum + 0.1 * rumble
 
 
@@ -127,7 +127,8 @@ def _fire(tau_s: NDArray[np.float64], rng: np.random.Generator, t_s: NDArray[np.
     n_pops = rng.poisson(25.0 * (tau_s[-1] - tau_s[0] + 1e-3))
     onsets = np.sort(rng.uniform(float(t_s[0]), float(t_s[-1]), n_pops))
     pops = _clicks(t_s, onsets, 0.04 * (1.0 + rng.pareto(2.5, n_pops)), 0.0015)
-    rumble = np.convolve(rng.normal(0.0, 1.0, len(tau_s)), np.ones(64) / 64, mode="same")
+    # "full" then the centre: "same" returns max(len, 64) values, too many for a block under 64 samples
+    rumble = np.convolve(rng.normal(0.0, 1.0, len(tau_s)), np.ones(64) / 64, mode="full")[31 : 31 + len(tau_s)]
     return pops + 0.15 * rumble + 0.004 * rng.normal(0.0, 1.0, len(tau_s))
 
 

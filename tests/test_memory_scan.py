@@ -140,8 +140,9 @@ class _ChunkHookLock:
         self.inner.__exit__(*exc)  # type: ignore[attr-defined]
 
 
-def test_search_releases_the_lock_between_chunks_and_drops_rewritten_slots(tmp_path: Path,
-                                                                          monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_search_releases_the_lock_between_chunks_and_drops_rewritten_slots(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Appends land between scan chunks (the inference thread never waits for a whole scan); a hit
     on a slot the ring rewrote meanwhile is dropped instead of pairing an old score with a new window."""
     monkeypatch.setattr(memory_scan, "CHUNK_ROWS", 100)

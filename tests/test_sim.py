@@ -234,3 +234,10 @@ def test_runtime_preprocessing_takes_every_stream() -> None:
     assert preprocess_depth(rec.streams["depth"].values[0]).shape == (1, 224, 224)
     assert preprocess_thermal(rec.streams["thermal"].values[0]).shape == (1, 224, 224)
     assert preprocess_image(rec.streams["rgb"].values[0]).shape == (3, 224, 224)
+
+
+def test_events_cut_to_a_few_samples_by_a_block_edge_still_generate() -> None:
+    """Seed 2006 puts a fire (and an engine) across a block edge with fewer samples than the smoothing kernel."""
+    rec = generate("random", seed=2006, duration_s=300, streams=("audio",))
+    audio = rec.streams["audio"].values
+    assert audio.shape[0] == 300 * 16000 and np.all(np.isfinite(audio)) and rec.timeline
