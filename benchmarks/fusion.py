@@ -1,11 +1,13 @@
 """Cross-sensor fusion vs single modalities on held-out ``sim://random`` seeds (bundles/demo, ONNX Runtime).
 
-``python -m benchmarks.fusion [--tune-seed 2000] [--seeds 2001-2005] [--duration 300] [--write-config PATH]``
+``python -m benchmarks.fusion [--tune-seeds 2000,2006] [--seeds 2001-2005] [--duration 300] [--write-config PATH]``
 
 Tunes each modality's best :class:`runtime.matching.MatchConfig` and the fusion config on
-the tuning seed (global settings, then each class's rule: :func:`runtime.fusion_eval.compare`),
-then scores on the evaluation seeds (neither among the miniature's training seeds 1-40 nor
-its test seeds 1001-1010) per class and overall: every single modality (its own shown
+the tuning seeds, joined end to end (:func:`runtime.fusion_eval.concat_sets`; two seeds so
+that every class has at least three tuning events, which the per-class rule choice needs),
+with global settings, then each class's rule (:func:`runtime.fusion_tuning.compare`), then
+scores on the evaluation seeds (neither tuning seeds nor among the miniature's training
+seeds 1-40 or its test seeds 1001-1010) per class and overall: every single modality (its own shown
 classes), their union (each sensor voting alone, as the stream demo does), the fused
 detector with the global rules only (``fused_global``) and with the per-class rules
 (``fused``). Writes ``benchmarks/results/fusion-<date>.json/.md`` (+ ``.png`` when
@@ -36,15 +38,19 @@ def _seeds(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x]
 
 
-def run(bundle: Path, tune_seed: int, seeds: list[int], duration_s: float, threads: int = 0) -> dict[str, Any]:
+def run(bundle: Path, tune_seeds: list[int], seeds: list[int], duration_s: float, threads: int = 0) -> dict[str, Any]:
     """Embed, tune and score; returns the JSON payload."""
     from runtime.embedder import Embedder
-    from runtime.fusion_eval import compare, embed_tracks, text_bank, truth_of
+    from runtime.fusion_eval import concat_sets, embed_tracks, text_bank, truth_of
+    from runtime.fusion_tuning import compare
     from runtime.manifest import load_manifest
     from runtime.prompts import load_prompt_file
     from sensors.sim import generate
     from sensors.sim_world import EVENT_CLASSES
 
+    if set(tune_seeds) & set(seeds):
+        raise SystemExit(f"fusion: seeds {sorted(set(tune_seeds) & set(seeds))} are both tuning and evaluation seeds; "
+                         "keep evaluation seeds held out")  # fmt: skip
     t0 = time.perf_counter()
     manifest = load_manifest(bundle)
     prompts = load_prompt_file(bundle / "prompts.txt")
@@ -56,12 +62,12 @@ def run(bundle: Path, tune_seed: int, seeds: list[int], duration_s: float, threa
             rec = generate("random", seed=seed, duration_s=duration_s, streams=STREAMS)
             return embed_tracks(embedder, rec, bank, STREAMS), truth_of(rec)
 
-        tune_tracks, tune_truth = tracks(tune_seed)
+        tune_tracks, tune_truth = concat_sets([tracks(s) for s in tune_seeds])
         eval_sets = [tracks(s) for s in seeds]
     t_embed = time.perf_counter() - t0
     out = compare(tune_tracks, tune_truth, eval_sets, bank, classes)
     shown = bundle.resolve().relative_to(ROOT) if bundle.resolve().is_relative_to(ROOT) else bundle
-    out["setup"] = {"bundle": str(shown), "model_id": manifest.model_id, "tune_seed": tune_seed,
+    out["setup"] = {"bundle": str(shown), "model_id": manifest.model_id, "tune_seeds": tune_seeds,
                     "eval_seeds": seeds, "duration_s": duration_s, "streams": list(STREAMS),
                     "embed_s": round(t_embed, 1), "total_s": round(time.perf_counter() - t0, 1)}  # fmt: skip
     return out
@@ -71,7 +77,7 @@ def markdown(payload: dict[str, Any]) -> list[str]:
     """The report for people."""
     setup, results = payload["setup"], payload["results"]
     lines = [f"# Cross-sensor fusion vs single modalities ({setup['bundle']}, sim://random)", "",
-             f"Tuned on seed {setup['tune_seed']}, scored on seeds {setup['eval_seeds']} "
+             f"Tuned on seeds {setup['tune_seeds']} (joined), scored on seeds {setup['eval_seeds']} "
              f"({setup['duration_s']:g} s each, streams {', '.join(setup['streams'])}). A detection is correct "
              "when it overlaps a ground-truth event of its label (runtime/evaluate.py). Single modalities report "
              "only the classes they can show; `union` = every modality voting alone (the stream demo); `fused` = "
@@ -89,7 +95,8 @@ def markdown(payload: dict[str, Any]) -> list[str]:
     truth = payload["truth"]
     lines += ["", f"{truth['events']} ground-truth events, median length {truth['median_length_s']} s. "
               "`fused_global` = the global tuned rules; `fused` = then each class's rule and operating point "
-              "chosen on the tuning seed (fused or its best single modality, own enter threshold): "
+              "chosen on the tuning seeds (fused or its best single modality, own enter threshold, in or out of "
+              "the exclusive competition): "
               + "; ".join(f"{k}: {v}" for k, v in payload["rule_choice"].items() if v != "fused") + "."]  # fmt: skip
     names = list(results)
     labels = sorted({label for res in results.values() for label in res["per_class"]})
@@ -112,6 +119,8 @@ def _rule_text(rule: dict[str, Any]) -> str:
     for key in ("enter_threshold", "exit_threshold"):
         if key in rule:
             text += f", {key.split('_')[0]} {rule[key]:g}"
+    if "exclusive" in rule:
+        text += ", exclusive" if rule["exclusive"] else ", not exclusive"
     return text + ")"
 
 
@@ -119,7 +128,7 @@ def config_artifact(payload: dict[str, Any], date: str) -> dict[str, Any]:
     """The tuned ``fused`` config as a runtime file: ``FusionConfig.to_dict()`` plus ``_about`` (provenance)."""
     setup = payload["setup"]
     about = {"benchmark": "python -m benchmarks.fusion", "date": date, "bundle": setup["bundle"],
-             "model_id": setup["model_id"], "tune_seed": setup["tune_seed"], "eval_seeds": setup["eval_seeds"],
+             "model_id": setup["model_id"], "tune_seeds": setup["tune_seeds"], "eval_seeds": setup["eval_seeds"],
              "duration_s": setup["duration_s"],
              "held_out_f1": payload["results"]["fused"]["overall"]["f1"],
              "report": f"benchmarks/results/fusion-{date}.md"}  # fmt: skip
@@ -155,7 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     """CLI entry point."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bundle", type=Path, default=ROOT / "bundles" / "demo")
-    ap.add_argument("--tune-seed", type=int, default=2000)
+    ap.add_argument("--tune-seeds", "--tune-seed", default="2000,2006",
+                    help="tuning seeds, joined end to end (e.g. 2000,2006 or 2000)")  # fmt: skip
     ap.add_argument("--seeds", default="2001-2005")
     ap.add_argument("--duration", type=float, default=300.0)
     ap.add_argument("--threads", type=int, default=0)
@@ -165,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     from benchmarks.report import save_report
 
-    payload = run(args.bundle, args.tune_seed, _seeds(args.seeds), args.duration, args.threads)
+    payload = run(args.bundle, _seeds(args.tune_seeds), _seeds(args.seeds), args.duration, args.threads)
     date = datetime.now(timezone.utc).strftime("%Y-%m-%d")
     stem = f"fusion-{date}"
     lines = markdown(payload)

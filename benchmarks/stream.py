@@ -286,6 +286,11 @@ def _markdown(r: dict[str, Any]) -> str:
             "",
             f"Fast passes in run order: {order}.",
             "",
+            "Fused events in the fast pass undercount: at pace=fast the four sources run ahead of each other by "
+            "seconds, so a window's evidence from the other sensors is often not there yet when it is fused; "
+            "live sources stay in step (the live column, and `runtime.stream --demo`, one source for all four "
+            "streams).",
+            "",
             "Hooks' own cost on the inference thread, per window: wall time around each hook and the fan-out, so "
             "GIL waits while source threads run are included; the share is the hooks' total over the pass's wall time.",
             "",

@@ -37,13 +37,16 @@ The combination rule, per label ``L`` with a :class:`FusionRule` (``requires``,
    ``enter_threshold``/``exit_threshold`` where it sets them, else the config's (an
    exit left out is capped at the enter, :meth:`FusionConfig.thresholds`). With
    ``exclusive`` (default) a run can only start for the label whose fused score is the
-   highest of all rules at that time (as the Matcher lets only the best prompt open);
-   open events are not closed by a competitor.
+   highest of all competing rules at that time (as the Matcher lets only the best prompt
+   open); open events are not closed by a competitor. A rule with ``exclusive = false``
+   (:attr:`FusionRule.exclusive`) stays out of the competition: it may start whatever the
+   others score, and its own score blocks none of them (the config's ``exclusive`` decides
+   for rules that leave it out; a rule may also opt in under a non-exclusive config).
 
 A rule may require a single modality (``min_modalities`` 1): for a class that only one
 sensor shows reliably, averaging in sensors that cannot tell it apart dilutes the
-evidence, and :func:`runtime.fusion_eval.choose_rules` picks such rules per class on
-tuning data.
+evidence, and :func:`runtime.fusion_tuning.choose_rules` picks such rules per class on
+tuning data, as it picks rules that leave the exclusive competition.
 
 The fuser evaluates a label each time one of its required modalities reports, at that
 report's time. Times are whatever the caller passes (monotonic ns); pass the time the
@@ -54,7 +57,7 @@ modalities; pooling is by time, not by arrival.
 Configuration: :class:`FusionRule` / :class:`FusionConfig` (``from_dict`` / ``to_dict``, JSON
 or a TOML table ``[fusion]``) and :func:`default_rules` live in :mod:`runtime.fusion_config`
 and are re-exported here. ``benchmarks/fusion.py --write-config`` writes a tuned config
-(``bundles/demo/fusion.json``); :func:`runtime.fusion_eval.tune_fusion` documents how it is tuned.
+(``bundles/demo/fusion.json``); :func:`runtime.fusion_tuning.tune_fusion` documents how it is tuned.
 """
 
 from __future__ import annotations
@@ -72,6 +75,9 @@ from runtime.fusion_config import CALIBRATIONS, POOLS, SENSOR_MODALITIES, Fusion
 
 __all__ = ["CALIBRATIONS", "POOLS", "SENSOR_MODALITIES", "FusedEvent", "Fuser", "FusionConfig", "FusionRule",
            "default_rules"]  # fmt: skip
+
+
+REORDER_NS = 10_000_000_000  # reports of one (modality, label) may arrive this much out of time order
 
 
 @dataclass(frozen=True)
@@ -148,6 +154,8 @@ class Fuser:
             for mod in rule.requires:
                 self._by_modality.setdefault(mod, []).append(rule)
         self._window_ns = round(config.window_s * 1e9)
+        self._competing = tuple(r for r in config.rules if config.is_exclusive(r))
+        self._pool_cache: dict[tuple[str, str, int], float] = {}  # one evaluation's pooled scores
 
     def update(self, time_ns: int, modality: str, label_scores: Mapping[str, float]) -> list[FusedEvent]:
         """Add one window's raw scores (cosine per label) from ``modality`` and evaluate its labels at ``time_ns``.
@@ -164,17 +172,18 @@ class Fuser:
         mod = str(getattr(modality, "value", modality))
         calibrated = self._calibrate(int(time_ns), mod, label_scores)
         with self._lock:
+            self._pool_cache.clear()
             self._seen.add(mod)
             for label, value in calibrated.items():
                 track = self._tracks.setdefault((mod, label), deque())
                 track.append((int(time_ns), value))
-                while track and track[0][0] <= time_ns - self._window_ns - 60_000_000_000:
-                    track.popleft()  # keep a generous margin for out-of-order reports
+                while track and track[0][0] <= time_ns - self._window_ns - REORDER_NS:
+                    track.popleft()
             opened = []
             rules = self._by_modality.get(mod, ())
             best = None
-            if self.config.exclusive and rules:
-                best = max(self.config.rules, key=lambda r: self._combine(r, int(time_ns))[0]).label
+            if any(self.config.is_exclusive(r) for r in rules):
+                best = max(self._competing, key=lambda r: self._combine(r, int(time_ns))[0]).label
             for rule in rules:
                 event = self._evaluate(rule, int(time_ns), best)
                 if event is not None:
@@ -187,6 +196,7 @@ class Fuser:
         if rule is None:
             return 0.0, 0
         with self._lock:
+            self._pool_cache.clear()
             fused, support, _ = self._combine(rule, int(time_ns))
         return fused, len(support)
 
@@ -232,14 +242,22 @@ class Fuser:
         return out
 
     def _pooled(self, mod: str, label: str, time_ns: int) -> float:
+        """Pooled calibrated score of (mod, label) over (time_ns - window, time_ns]; cached per evaluation."""
+        key = (mod, label, time_ns)
+        cached = self._pool_cache.get(key)
+        if cached is not None:
+            return cached
         track = self._tracks.get((mod, label))
-        if not track:
-            return 0.0
         lo = time_ns - self._window_ns
-        values = [v for t, v in track if lo < t <= time_ns]
-        if not values:
-            return 0.0
-        return max(values) if self.config.pool == "max" else sum(values) / len(values)
+        values = []
+        for t, v in reversed(track or ()):  # newest first; reports arrive at most REORDER_NS out of order
+            if t <= lo - REORDER_NS:
+                break
+            if lo < t <= time_ns:
+                values.append(v)
+        pooled = 0.0 if not values else max(values) if self.config.pool == "max" else sum(values) / len(values)
+        self._pool_cache[key] = pooled
+        return pooled
 
     def _combine(self, rule: FusionRule, time_ns: int) -> tuple[float, tuple[str, ...], dict[str, float]]:
         mods = [m for m in rule.requires if m in self._seen]
@@ -266,7 +284,7 @@ class Fuser:
             return None
         seen = sum(1 for m in rule.requires if m in self._seen)
         holds = fused >= enter and len(support) >= min(rule.min_modalities, seen)
-        holds = holds and (best is None or best == label)
+        holds = holds and (best == label or not cfg.is_exclusive(rule))
         if not holds or time_ns < self._cooldown_until_ns.get(label, -(2**62)):
             self._runs.pop(label, None)
             return None

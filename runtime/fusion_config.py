@@ -15,6 +15,7 @@ Configuration (JSON / TOML table ``[fusion]``)::
     requires = ["imu"]
     enter_threshold = 0.2   # optional per-rule thresholds (default: the config's)
     exit_threshold = 0.15
+    exclusive = false       # optional: outside the exclusive competition (default: the config's)
 
 Keys starting with ``_`` (at the top level or in a rule) are provenance/comments and are
 ignored by :meth:`FusionConfig.from_dict`; ``benchmarks/fusion.py --write-config`` puts
@@ -33,7 +34,7 @@ from runtime.errors import ConfigError
 CALIBRATIONS = ("softmax", "zscore", "cosine")
 POOLS = ("max", "mean")
 SENSOR_MODALITIES = ("audio", "imu", "depth", "thermal", "vision")
-RULE_KEYS = ("requires", "weights", "min_modalities", "enter_threshold", "exit_threshold")
+RULE_KEYS = ("requires", "weights", "min_modalities", "enter_threshold", "exit_threshold", "exclusive")
 
 
 def _is_number(value: Any) -> bool:
@@ -56,6 +57,12 @@ class FusionRule:
         exit_threshold: this rule's fused score below which its open event closes; None
             (default) = the config's ``exit_threshold``, capped at the rule's enter threshold
             (:meth:`FusionConfig.thresholds`).
+        exclusive: whether the rule takes part in the exclusive competition; None (default) =
+            the config's ``exclusive`` (:meth:`FusionConfig.is_exclusive`). A non-exclusive rule
+            may start a run whatever the other rules score, and its score never blocks them: for
+            a class that one sensor shows but that every sensor also scores below a confusable
+            class (the IMU gait classes under "approach" with the demo model), which the
+            competition would otherwise always suppress.
     """
 
     label: str
@@ -64,6 +71,7 @@ class FusionRule:
     min_modalities: int = 1
     enter_threshold: float | None = None
     exit_threshold: float | None = None
+    exclusive: bool | None = None
 
     def __post_init__(self) -> None:
         where = f"fusion rule {self.label!r}"
@@ -93,6 +101,9 @@ class FusionRule:
             if value is not None and not _is_number(value):
                 raise ConfigError(f"{where}: {name} = {value!r} must be a finite number (or left out for the config's)")
             object.__setattr__(self, name, None if value is None else float(value))
+        if self.exclusive is not None and not isinstance(self.exclusive, bool):
+            raise ConfigError(f"{where}: exclusive {self.exclusive!r} must be true or false (or left out for the "
+                              "config's)")  # fmt: skip
         if self.enter_threshold is not None and self.exit_threshold is not None:
             if self.exit_threshold > self.enter_threshold:
                 raise ConfigError(f"{where}: exit_threshold {self.exit_threshold} must be <= "
@@ -103,10 +114,10 @@ class FusionRule:
         return float(self.weights.get(modality, 1.0))
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON/TOML-ready dict (``label`` included; the thresholds only when set)."""
+        """JSON/TOML-ready dict (``label`` included; the thresholds and ``exclusive`` only when set)."""
         out: dict[str, Any] = {"label": self.label, "requires": list(self.requires), "weights": dict(self.weights),
                                "min_modalities": self.min_modalities}  # fmt: skip
-        for name in ("enter_threshold", "exit_threshold"):
+        for name in ("enter_threshold", "exit_threshold", "exclusive"):
             if getattr(self, name) is not None:
                 out[name] = getattr(self, name)
         return out
@@ -129,7 +140,8 @@ class FusionConfig:
         exit_threshold: fused score below which an open event closes (<= enter_threshold).
         min_duration_s: seconds the open conditions must hold before the event is emitted.
         cooldown_s: seconds after an event ends before the label may re-open.
-        exclusive: only the label with the highest fused score at an evaluation may start a run.
+        exclusive: only the label with the highest fused score at an evaluation may start a run
+            (among the rules that compete: :meth:`is_exclusive`).
     """
 
     rules: tuple[FusionRule, ...]
@@ -198,12 +210,16 @@ class FusionConfig:
             return enter, rule.exit_threshold
         return enter, min(self.exit_threshold, enter)
 
+    def is_exclusive(self, rule: FusionRule) -> bool:
+        """Whether ``rule`` competes for the start of a run: its own ``exclusive`` where set, else the config's."""
+        return self.exclusive if rule.exclusive is None else rule.exclusive
+
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], where: str = "fusion config") -> FusionConfig:
         """Build from a JSON object or TOML table; unknown keys / bad values raise a one-line ConfigError.
 
         ``rules`` is either a table ``label -> {requires, weights, min_modalities, enter_threshold,
-        exit_threshold}`` (all but ``requires`` optional) or a list of such tables each with a
+        exit_threshold, exclusive}`` (all but ``requires`` optional) or a list of such tables each with a
         ``label``. Keys starting with ``_`` are ignored (provenance such as ``_about``).
         """
         if not isinstance(data, Mapping):
@@ -254,7 +270,7 @@ def _rule_from_dict(label: str, body: Any, where: str) -> FusionRule:
         raise ConfigError(f"{where}: rules.{label}: requires missing")
     try:
         return FusionRule(label, body["requires"], body.get("weights", {}), body.get("min_modalities", 1),
-                          body.get("enter_threshold"), body.get("exit_threshold"))  # fmt: skip
+                          body.get("enter_threshold"), body.get("exit_threshold"), body.get("exclusive"))  # fmt: skip
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc}") from None
 

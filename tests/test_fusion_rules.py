@@ -1,19 +1,22 @@
-"""Per-rule thresholds, provenance keys, the per-class rule choice of runtime/fusion_eval.py, and the tuned
-demo config bundles/demo/fusion.json (parses, one rule per demo class, detects each class it is fed)."""
+"""Per-rule thresholds and ``exclusive``, provenance keys, the per-class rule choice and ``concat_sets`` of
+runtime/fusion_eval.py, and the tuned demo config bundles/demo/fusion.json (parses, one rule per demo class,
+detects each class it is fed)."""
 
 from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from runtime.errors import ConfigError
-from runtime.evaluate import Interval
+from runtime.evaluate import Interval, evaluate
 from runtime.fusion import Fuser, FusionConfig, FusionRule
-from runtime.fusion_eval import SOURCE, Track, choose_rules
+from runtime.fusion_eval import SOURCE, Track, concat_sets, fused_detections
+from runtime.fusion_tuning import choose_rules
 from runtime.prompts import load_prompt_file
 
 S = 1_000_000_000  # ns per second
@@ -127,13 +130,19 @@ def test_the_single_modality_candidate_is_the_best_one_by_its_tuned_f1() -> None
 def test_a_switch_that_costs_other_classes_more_than_it_gains_is_refused() -> None:
     # the IMU also reports running (higher than audio's alarm) from just before every alarm: an IMU-only running
     # rule finds the runs (class F1 0 -> 0.67) but wins the exclusive competition, so alarm is never found and the
-    # overall F1 drops (0.67 -> 0.5); thresholds=() leaves that switch as the only candidate
+    # overall F1 drops (0.67 -> 0.5); thresholds=() and non_exclusive=False leave that switch as the only candidate
     tracks, truth = _tracks(imu_during_alarm=0.6)
     single_f1 = {"imu": {"running": 0.8}, "audio": {"running": 0.1, "alarm": 0.9}}
-    cfg, choice = choose_rules(tracks, truth, ("running", "alarm"), CONFIG, single_f1, thresholds=())
+    kw = {"thresholds": (), "non_exclusive": False}
+    cfg, choice = choose_rules(tracks, truth, ("running", "alarm"), CONFIG, single_f1, **kw)
     assert choice["running"] == "fused" and cfg == CONFIG
+    # outside the competition the IMU rule finds the runs without suppressing the alarms
+    assert choose_rules(tracks, truth, ("running", "alarm"), CONFIG, single_f1, thresholds=())[1] == {
+        "running": "imu, not exclusive",
+        "alarm": "fused",
+    }
     tracks, truth = _tracks()  # without the IMU's confusion the same switch is taken
-    assert choose_rules(tracks, truth, ("running", "alarm"), CONFIG, single_f1, thresholds=())[1]["running"] == "imu"
+    assert choose_rules(tracks, truth, ("running", "alarm"), CONFIG, single_f1, **kw)[1]["running"] == "imu"
 
 
 def test_a_class_with_too_few_tuning_events_keeps_its_rule() -> None:
@@ -171,3 +180,87 @@ def test_the_tuned_demo_config_loads_and_detects_every_demo_class() -> None:
                 fuser.update(k * S // 2, mod, scores)
         fuser.flush()
         assert [e.label for e in fuser.closed()] == [rule.label], rule
+
+
+def test_a_non_exclusive_rule_opens_regardless_of_the_competition_and_blocks_nobody() -> None:
+    rules = (FusionRule("walking", ("imu",)), FusionRule("running", ("imu",)), FusionRule("approach", ("imu",)))
+    scores = {"walking": 0.6, "running": 0.7, "approach": 0.8}
+
+    def onsets(cfg: FusionConfig) -> list[str]:
+        return [e.label for e in Fuser(cfg).update(0, "imu", scores)]
+
+    base = {"calibration": "cosine", "enter_threshold": 0.5, "exit_threshold": 0.4}
+    assert onsets(FusionConfig(rules, **base)) == ["approach"]
+    # running leaves the competition: it opens although approach scores higher
+    out = (rules[0], replace(rules[1], exclusive=False), rules[2])
+    assert onsets(FusionConfig(out, **base)) == ["running", "approach"]
+    # approach leaves it: its higher score no longer blocks running, the best of those that compete
+    out = (rules[0], rules[1], replace(rules[2], exclusive=False))
+    assert onsets(FusionConfig(out, **base)) == ["running", "approach"]
+    # under a non-exclusive config a rule can opt in: walking and running compete, approach does not
+    opt_in = (replace(rules[0], exclusive=True), replace(rules[1], exclusive=True), rules[2])
+    assert onsets(FusionConfig(opt_in, **base, exclusive=False)) == ["running", "approach"]
+
+
+def test_rule_exclusive_round_trips_only_when_set_and_bad_values_are_one_line_errors() -> None:
+    cfg = FusionConfig((FusionRule("run", ("imu",), exclusive=False), FusionRule("fall", ("imu", "audio"))))
+    data = cfg.to_dict()
+    assert data["rules"]["run"]["exclusive"] is False and "exclusive" not in data["rules"]["fall"]
+    assert FusionConfig.from_dict(json.loads(json.dumps(data))) == cfg
+    assert [cfg.is_exclusive(r) for r in cfg.rules] == [False, True]
+    for bad in ("no", 1, 0.0):
+        with pytest.raises(ConfigError) as info:
+            FusionConfig.from_dict({"rules": {"run": {"requires": ["imu"], "exclusive": bad}}}, where="f.json")
+        message = str(info.value)
+        assert (
+            message == f"f.json: fusion rule 'run': exclusive {bad!r} must be true or false (or left out for the "
+            "config's)"
+        ), message
+
+
+def _confused_tracks() -> tuple[dict[str, Track], list[Interval]]:
+    """90 s at 2 Hz, cosines with (running, approach, quiet): during three runs the IMU scores approach (0.6) above
+    running (0.5), as the demo model does; three approaches the IMU shows clearly; audio hears quiet throughout."""
+    t = np.arange(0, 90, 0.5)
+    imu = np.zeros((t.size, 3), np.float32)
+    imu[:, 2] = 0.5
+    audio = imu.copy()
+    for a in RUNNING_S:
+        imu[(a <= t) & (t < a + 5)] = (0.5, 0.6, 0.0)
+    for a in ALARM_S:
+        imu[(a <= t) & (t < a + 5)] = (0.0, 0.5, 0.0)
+    ns = np.round(t * S).astype(np.int64)
+    labels = ("running", "approach", "quiet")
+    tracks = {m: Track(m, ns, ns + S // 2, ns, np.zeros((t.size, 1), np.float32), c, labels)
+              for m, c in (("imu", imu), ("audio", audio))}  # fmt: skip
+    truth = [Interval("running", SOURCE, a * S, (a + 5) * S) for a in RUNNING_S]
+    truth += [Interval("approach", SOURCE, a * S, (a + 5) * S) for a in ALARM_S]
+    return tracks, truth
+
+
+def test_a_class_that_never_wins_the_competition_is_chosen_outside_it() -> None:
+    # p(running | imu) = 0.27 < p(approach | imu) = 0.73 during runs: no exclusive candidate can find them
+    tracks, truth = _confused_tracks()
+    cfg = FusionConfig((FusionRule("running", ("imu", "audio")), FusionRule("approach", ("imu",))), window_s=2.0,
+                       support_threshold=0.2, enter_threshold=0.6, exit_threshold=0.5)  # fmt: skip
+    single_f1 = {"imu": {"running": 0.5, "approach": 0.6}, "audio": {}}
+    labels = ("running", "approach")
+    before = evaluate(fused_detections(tracks, cfg), truth, labels)
+    assert [s.recalled for s in before.per_class if s.label == "running"] == [0]
+    chosen, choice = choose_rules(tracks, truth, labels, cfg, single_f1)
+    assert choice == {"running": "fused, enter 0.1, not exclusive", "approach": "fused"}
+    assert chosen.rules[0].exclusive is False and not chosen.is_exclusive(chosen.rules[0])
+    after = evaluate(fused_detections(tracks, chosen), truth, labels)
+    assert [s.recalled for s in after.per_class if s.label == "running"] == [3]
+
+
+def test_concat_sets_joins_recordings_end_to_end_with_a_gap() -> None:
+    tracks, truth = _tracks()
+    joined, joined_truth = concat_sets([(tracks, truth), (tracks, truth)], gap_s=10.0)
+    n = tracks["imu"].time_ns.size
+    offset = 90 * S + 10 * S  # the first recording ends at 89.5 s + 0.5 s (its last window's end)
+    assert joined["imu"].time_ns.size == 2 * n and joined["imu"].time_ns[n] == tracks["imu"].time_ns[0] + offset
+    assert np.array_equal(joined["audio"].cosine[n:], tracks["audio"].cosine)
+    assert len(joined_truth) == 2 * len(truth) and joined_truth[len(truth)].start_ns == truth[0].start_ns + offset
+    with pytest.raises(ValueError, match="recording 1 has streams \\['imu'\\], the first has \\['audio', 'imu'\\]"):
+        concat_sets([(tracks, truth), ({"imu": tracks["imu"]}, truth)])
