@@ -41,7 +41,8 @@ JSON lines (``--json``), on stdout, one object per line:
     {"type": "fused_event", "label": str, "score": float (fused score), "modality": "fused",
      "modalities": [str] (modalities that supported it), "per_modality": {modality: float}
      (pooled calibrated score of each), "stream": str (the stream whose window raised it),
-     "start_ns", "end_ns", "start_s", "end_s", "latency_ms" (as for events)}
+     "start_ns", "end_ns", "start_s", "end_s" (as for events), "latency_ms" (newest sample of
+     the deciding window -> fused event; 0 when a pace=fast source stamps data ahead of the clock)}
 
 - last, once::
 
