@@ -63,6 +63,29 @@ class FakeTarget:
     def reload_prompts(self, origin: str) -> dict[str, Any]:
         return {"labels": list(self.labels)}
 
+    def search_memory(self, request: dict[str, Any], examples: bool) -> dict[str, Any]:
+        return {"ok": True, "query": request.get("query"), "hits": [], "searched": 0, "examples": examples}
+
+
+class ListSink:
+    """A daemon sink (``extra_sinks``) keeping published events in a list; ``ListSink.last`` is the newest one."""
+
+    name = "listsink"
+    last: ListSink | None = None
+
+    def __init__(self, section: Any, control: Any) -> None:
+        self.events: list[dict[str, Any]] = []
+        ListSink.last = self
+
+    def publish_event(self, event: dict[str, Any]) -> None:
+        self.events.append(event)
+
+    def publish_status(self, status: dict[str, Any]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
 
 def make_control(enabled: bool = True) -> tuple[ControlHandler, FakeTarget]:
     target = FakeTarget()

@@ -29,6 +29,7 @@ import pytest
 
 from runtime.control import ControlHandler
 from runtime.prompts import Prompt
+from tests.sinks_support import ListSink
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "bundles" / "demo"
@@ -418,22 +419,6 @@ def _drain_ids(mqtt: Any, got: list[int]) -> int:
 
 
 # -- in-process: control swaps a real bank; an encoder failure restarts only that backend ----------
-class ListSink:
-    name = "listsink"
-
-    def __init__(self, section: Any, control: Any) -> None:
-        self.events: list[dict[str, Any]] = []
-
-    def publish_event(self, event: dict[str, Any]) -> None:
-        self.events.append(event)
-
-    def publish_status(self, status: dict[str, Any]) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
 def test_control_prompts_set_swaps_the_running_bank(tmp_path: Path) -> None:
     from runtime.daemon import Daemon as DaemonRun
     from runtime.daemon_config import load_config

@@ -18,6 +18,7 @@ import pytest
 from runtime.errors import EdgebindError
 from runtime.search import main as search_main
 from runtime.stream import main as stream_main
+from tests.sinks_support import ListSink
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "bundles" / "demo"
@@ -103,23 +104,6 @@ def test_stream_rejects_bad_multimodal_arguments(tmp_path: Path, capsys: pytest.
         assert err.startswith("error: ") and expect in err and len(err.strip().splitlines()) == 1, (expect, err)
 
 
-class ListSink:
-    name = "listsink"
-
-    def __init__(self, section: Any, control: Any) -> None:
-        self.events: list[dict[str, Any]] = []
-        ListSink.last = self
-
-    def publish_event(self, event: dict[str, Any]) -> None:
-        self.events.append(event)
-
-    def publish_status(self, status: dict[str, Any]) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
 def audio_clip(tmp: Path, label: str) -> Path:
     """A WAV of the sim's ``label`` scene (another seed than the stream's)."""
     from sensors.sim import generate
@@ -181,6 +165,7 @@ def test_daemon_publishes_fused_events_records_memory_and_answers_search(tmp_pat
         assert status["prompts"]["origin"] == "config"  # the rejected prompts did not replace the bank
     finally:
         assert daemon.shutdown() == 0
+    assert ListSink.last is not None
     published = ListSink.last.events
     assert published and {e["type"] for e in published} == {"fused_event"}
     assert {e["label"] for e in published} <= set(FUSION["rules"]) and all(e["daemon"] for e in published)
