@@ -187,3 +187,84 @@ def test_daemon_config_rejects_bad_multimodal_tables(tmp_path: Path) -> None:
     assert any(x.startswith("memory.max_windows: expected an integer >= 1") for x in lines), lines
     assert any(x.startswith("memory.path: missing") for x in lines), lines
     assert isinstance(err.value, EdgebindError)
+
+
+def test_fused_events_and_memory_search_over_real_mqtt_and_zenoh(tmp_path: Path) -> None:
+    """The daemon with a real mosquitto and a Zenoh listener on loopback: fused events arrive on
+    ``<prefix>/events/fused/<label>``; ``memory.search`` is answered over both control channels."""
+    pytest.importorskip("zenoh", reason="eclipse-zenoh is not installed")
+    pytest.importorskip("paho.mqtt", reason="paho-mqtt is not installed")
+    from runtime.daemon import Daemon
+    from runtime.daemon_config import load_config
+    from tests.sinks_support import MOSQUITTO, MqttCollector, free_port, running_broker, zenoh_client, zenoh_get
+
+    if MOSQUITTO is None:
+        pytest.skip("mosquitto binary absent (apt-get install mosquitto)")
+    uri = f"sim://demo?seed=0&pace=fast&streams={STREAMS}&duration_s=30"
+    zport, prefix = free_port(), "edgebind/mm"
+    search = {"op": "memory.search", "query": "an alarm is ringing", "modality": "audio", "top": 2}
+    with running_broker(tmp_path, shared=False) as (host, mport):
+        cfg_path = tmp_path / "cfg.toml"
+        cfg_path.write_text(f"""[bundle]\npath = "{DEMO}"\nthreads = 1\n[[sources]]\nuri = "{uri}"\n
+[prompts]\nfile = "{DEMO / 'prompts.txt'}"\n[event_log]\npath = "ev.db"\n[http]\nenabled = false\n
+[control]\nenabled = true\n[pipeline]\nlossless = true\n
+[fusion]\nenabled = true\nfile = "{fusion_file(tmp_path)}"\npublish_single = false\n
+[memory]\nenabled = true\npath = "memory"\n
+[mqtt]\nenabled = true\nhost = "{host}"\nport = {mport}\ntopic_prefix = "{prefix}"\n
+[zenoh]\nenabled = true\nlisten = ["tcp/127.0.0.1:{zport}"]\nkey_prefix = "{prefix}"\n""")
+        events = MqttCollector(host, mport, f"{prefix}/events/#")
+        replies = MqttCollector(host, mport, f"{prefix}/control/reply")
+        daemon = Daemon(load_config(cfg_path, environ={"EDGEBIND_TOKEN": TOKEN}))
+        daemon.start()
+        session = None
+        try:
+            assert daemon.pipeline is not None and daemon.pipeline.wait(240)
+            reply = _mqtt_request(replies, f"{prefix}/control/request", {**search, "id": 41})
+            assert reply["ok"] and reply["id"] == 41 and len(reply["hits"]) == 2
+            assert all(h["modality"] == "audio" for h in reply["hits"])
+            session = zenoh_client(zport)
+            got = zenoh_get(session, f"{prefix}/control", json.dumps(search).encode(), timeout=10)
+            assert got and got[0][1]["ok"] and [h["id"] for h in got[0][1]["hits"]] == [h["id"] for h in reply["hits"]]
+            fused = _drain(events, until=lambda got: len(got) >= 1)
+            assert fused and all(topic.startswith(f"{prefix}/events/fused/") for topic, _ in fused)
+            assert all(e["type"] == "fused_event" and e["label"] in FUSION["rules"] for _, e in fused)
+        finally:
+            if session is not None:
+                session.close()
+            assert daemon.shutdown() == 0
+            events.close()
+            replies.close()
+
+
+def _mqtt_request(replies: Any, topic: str, request: dict[str, Any], timeout_s: float = 60.0) -> dict[str, Any]:
+    """Publish ``request`` until its reply (same id) arrives: the sink subscribes once it has connected."""
+    import queue
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        replies.publish(topic, json.dumps(request).encode())
+        try:
+            while True:
+                _, body = replies.get_json(timeout=1.0)
+                if body.get("id") == request["id"]:
+                    return body
+        except queue.Empty:
+            continue
+    raise AssertionError(f"no reply to {request} on {topic} within {timeout_s} s")
+
+
+def _drain(collector: Any, until: Any, timeout_s: float = 30.0) -> list[tuple[str, dict[str, Any]]]:
+    """Messages received by ``collector`` until ``until(messages)`` holds or the time is up."""
+    import queue
+    import time
+
+    got: list[tuple[str, dict[str, Any]]] = []
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            got.append(collector.get_json(timeout=0.5))
+        except queue.Empty:
+            if until(got):
+                return got
+    return got
