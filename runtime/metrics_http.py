@@ -374,3 +374,16 @@ def _daemon_metrics(core: Any, status: Mapping[str, Any], pipeline: Mapping[str,
         value = status.get(key, pipeline.get(key))
         if value is not None:
             yield _gauge(core, f"edgebind_{key}", doc, [], [([], value)])
+    yield from _multimodal_metrics(core, status)
+
+
+def _multimodal_metrics(core: Any, status: Mapping[str, Any]) -> Iterator[Any]:
+    """Fused events per label and the embedding memory's size, when the daemon runs them."""
+    fusion = _dict(status.get("fusion"))
+    if fusion:
+        rows = [([k], v) for k, v in _dict(fusion.get("by_label")).items()]
+        yield _counter(core, "edgebind_fused_events", "Fused (cross-sensor) events per label", ["label"], rows)
+    memory = _dict(status.get("memory"))
+    for key, doc in (("windows", "Windows kept in the embedding memory"), ("capacity", "Embedding memory capacity")):
+        if key in memory:
+            yield _gauge(core, f"edgebind_memory_{key}", doc, [], [([], memory[key])])

@@ -70,6 +70,17 @@ def test_metrics_text(server: MetricsServer) -> None:
     ]
     missing = [line for line in expected if line not in text.splitlines()]
     assert not missing, missing
+    assert "edgebind_fused_events" not in text and "edgebind_memory_windows" not in text  # neither is running
+
+
+def test_fusion_and_memory_metrics(server: MetricsServer) -> None:
+    fusion = {"windows": 40, "events": 3, "by_label": {"fall": 2, "alarm": 1}}
+    memory = {"path": "/var/lib/edgebind/memory", "windows": 1234, "capacity": 2000000, "stored_this_run": 40}
+    server.update(_status(fusion=fusion, memory=memory))
+    lines = _get(server, "/metrics")[1].splitlines()
+    for line in ('edgebind_fused_events_total{label="fall"} 2.0', 'edgebind_fused_events_total{label="alarm"} 1.0',
+                 "edgebind_memory_windows 1234.0", "edgebind_memory_capacity 2e+06"):  # fmt: skip
+        assert line in lines, line
 
 
 def test_metrics_survive_junk_status(server: MetricsServer) -> None:
