@@ -61,9 +61,14 @@ def open_memory(
     another embedding space.
 
     Raises:
-        MemoryStoreError: corrupt store, other settings, or another model (one line with the fix).
+        MemoryStoreError: corrupt store, other settings, another model, or a path that cannot be
+            created or written (one line with the fix).
     """
-    memory = EmbeddingMemory(directory, manifest.embed_dim, max_windows, max_age_s, dtype=dtype)
+    try:
+        memory = EmbeddingMemory(directory, manifest.embed_dim, max_windows, max_age_s, dtype=dtype)
+    except OSError as exc:  # not a directory, no permission, disk full
+        raise MemoryStoreError(f"memory {directory}: cannot create or open it ({exc.strerror or exc}); "
+                               "name a writable directory") from None
     stored = memory.meta().get("model_id")
     if stored and stored != manifest.model_id:
         memory.close()

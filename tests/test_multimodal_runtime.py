@@ -97,6 +97,7 @@ def test_stream_rejects_bad_multimodal_arguments(tmp_path: Path, capsys: pytest.
         "need --memory": ["--memory-max-age", "7d"],
         "bad duration": ["--memory", str(tmp_path / "m"), "--memory-max-age", "soon"],
         "recorded with model someone-e": ["--memory", str(tmp_path / "other")],
+        "cannot create or open it (Not a directory)": ["--memory", str(tmp_path / "wrong.json" / "memory")],
     }
     for expect, extra in cases.items():
         assert stream_main([*base, *extra, "--duration", "1"]) == 2, expect
