@@ -99,7 +99,8 @@ class Multimodal:
         if self.recorder is not None:
             memory = self.recorder.memory
             out["memory"] = {"path": str(memory.dir), "windows": len(memory), "capacity": memory.capacity,
-                             "stored_this_run": self.recorder.stored}  # fmt: skip
+                             "stored_this_run": self.recorder.stored,
+                             "failed_this_run": self.recorder.failed}  # fmt: skip
         return out
 
     def flush(self) -> list:

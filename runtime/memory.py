@@ -129,6 +129,10 @@ class EmbeddingMemory:
             self._db.close()
             self._db = None  # type: ignore[assignment]
 
+    def _check_open(self) -> None:
+        if self._db is None:
+            raise MemoryStoreError(f"memory {self.dir} is closed; reopen it to store or search")
+
     def __enter__(self) -> EmbeddingMemory:
         return self
 
@@ -158,11 +162,14 @@ class EmbeddingMemory:
         vec = np.asarray(vector, np.float32).reshape(-1)
         if vec.shape[0] != self.dim:
             raise ValueError(f"vector has {vec.shape[0]} values, the memory stores D={self.dim}")
+        if not np.all(np.isfinite(vec)):
+            raise ValueError("vector has NaN or infinite values; not stored")
         vec = vec / max(float(np.linalg.norm(vec)), 1e-12)
         if wall_start_ns is None:
             wall_start_ns = start_ns + self._clock() - time.monotonic_ns()
         wall_end_ns = wall_start_ns + (end_ns - start_ns)
         with self._lock:
+            self._check_open()
             wid = self._next_id
             self._next_id += 1
             slot = (wid - 1) % self.capacity
@@ -185,6 +192,7 @@ class EmbeddingMemory:
         mod = Modality(modality)
         starts, ends = np.asarray(wall_start_ns, np.int64), np.asarray(wall_end_ns, np.int64)
         with self._lock:
+            self._check_open()
             self.flush()
             n = len(vecs)
             ids = np.arange(self._next_id, self._next_id + n, dtype=np.int64)
@@ -257,6 +265,7 @@ class EmbeddingMemory:
         if top_k <= 0:
             return []
         with self._lock:
+            self._check_open()
             self.flush()
             first_new = self._next_id  # windows from here on were written during the scan
         scores, slots = self._scanner.scan(self._vec, self._slots, q, top_k, since_ns=since_ns, until_ns=until_ns,
@@ -323,13 +332,20 @@ class WindowRecorder:
     """A :class:`runtime.pipeline.Pipeline` ``on_window`` hook storing every window in a memory.
 
     Set ``sources`` (stream key -> source name) from ``pipeline.streams`` once the pipeline exists.
+    ``stored`` counts the windows stored, ``failed`` those lost (disk full, a closed store): the
+    error is re-raised for the pipeline to report, and matching goes on.
     """
 
     def __init__(self, memory: EmbeddingMemory) -> None:
         self.memory = memory
         self.sources: dict[str, str] = {}
         self.stored = 0
+        self.failed = 0
 
     def __call__(self, key: str, modality: Modality, start_ns: int, end_ns: int, vector: NDArray) -> None:
-        self.memory.append(key, modality, start_ns, end_ns, vector, source=self.sources.get(key, ""))
+        try:
+            self.memory.append(key, modality, start_ns, end_ns, vector, source=self.sources.get(key, ""))
+        except Exception:
+            self.failed += 1
+            raise
         self.stored += 1

@@ -58,7 +58,7 @@ JSON lines (``--json``), on stdout, one object per line:
                   "top", "latency"}],
      "errors": [str],
      "fusion": {"events", "windows", "events_by_label"} (with --fusion),
-     "memory": {"path", "stored", "windows", "capacity"} (with --memory)}
+     "memory": {"path", "stored", "failed" (windows not stored), "windows", "capacity"} (with --memory)}
 
   Latency stages: window, queue, preprocess, embed, match, total (:mod:`runtime.latency`).
 """
@@ -185,7 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         stage.flush()
         sink.extra["fusion"] = {k: v for k, v in stage.counters().items() if k != "by_label"}
     if recorder is not None:
-        sink.extra["memory"] = {"path": str(args.memory), "stored": recorder.stored,
+        sink.extra["memory"] = {"path": str(args.memory), "stored": recorder.stored, "failed": recorder.failed,
                                 "windows": kept, "capacity": recorder.memory.capacity}  # fmt: skip
     sink.summary(status, ended)
     return 0

@@ -118,6 +118,7 @@ def extra_lines(row: dict[str, Any]) -> list[str]:
         lines.append(f"  fused events {fusion['events']} over {fusion['windows']} windows: {by}")
     memory = row.get("memory")
     if memory:
-        lines.append(f"  memory {memory['path']}: {memory['stored']} windows stored this run, "
+        failed = f", {memory['failed']} FAILED to store" if memory.get("failed") else ""
+        lines.append(f"  memory {memory['path']}: {memory['stored']} windows stored this run{failed}, "
                      f"{memory['windows']} kept (capacity {memory['capacity']})")  # fmt: skip
     return lines

@@ -255,3 +255,19 @@ def test_a_failing_on_window_hook_is_reported_not_raised() -> None:
     assert status.done and status.streams[0].windows_done == 3 == len(seen)
     assert all(s[1] is Modality.AUDIO and s[2] < s[3] and s[4] == (64,) and s[5] == np.float32 for s in seen)
     assert any("on_window: RuntimeError: disk full" in e for e in status.errors)
+
+
+def test_recorder_counts_windows_it_could_not_store(tmp_path: Path) -> None:
+    mem = EmbeddingMemory(tmp_path / "m", 4, max_windows=10)
+    rec = WindowRecorder(mem)
+    rec("k", Modality.AUDIO, 0, S, np.ones(4, np.float32))
+    with pytest.raises(ValueError, match="NaN"):
+        rec("k", Modality.AUDIO, S, 2 * S, np.array([1, np.nan, 0, 0], np.float32))
+    mem.close()
+    with pytest.raises(MemoryStoreError, match="is closed"):
+        rec("k", Modality.AUDIO, 2 * S, 3 * S, np.ones(4, np.float32))
+    with pytest.raises(MemoryStoreError, match="is closed"):
+        mem.search(np.ones(4, np.float32))
+    assert (rec.stored, rec.failed) == (1, 2)
+    with EmbeddingMemory(tmp_path / "m") as again:
+        assert len(again) == 1
