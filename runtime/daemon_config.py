@@ -162,28 +162,21 @@ def build_config(path: Path, data: Mapping[str, Any], problems: list[str], extra
     sources = _sources(data.get("sources"), problems)
     daemon = _section(DaemonSection, tables["daemon"], problems)
     bundle = _bundle(tables["bundle"], base, problems)
-    prompts = _prompts(tables["prompts"], base, problems)
+    prompts, parsed = _prompts(tables["prompts"], base, problems)
     matching = _struct("matching", tables["matching"], problems)
     pipeline = _pipeline(tables["pipeline"], bundle, problems)
     event_log = _event_log(tables["event_log"], base, problems)
     control = _control(tables["control"], base, environ, problems)
     http = _http(tables["http"], problems)
     sinks = {name: _sink(name, data[name], problems) for name in sink_names if name in data}
-    fusion = fusion_section(tables["fusion"], base, _labels(prompts, base), problems)
+    labels = None if parsed is None else [p.label for p in parsed if not p.background]
+    fusion = fusion_section(tables["fusion"], base, labels, problems)
     memory = memory_section(tables["memory"], base, problems)
     if problems:
         return None
     assert bundle and prompts and matching and pipeline and event_log and control and http and daemon
     return DaemonConfig(path, daemon, bundle, sources, prompts, matching, pipeline, event_log, control, http, sinks,
                         fusion, memory)  # fmt: skip
-
-
-def _labels(prompts: PromptsSection | None, base: Path) -> list[str] | None:
-    """The non-background prompt labels of a valid [prompts] table (None when it is not valid)."""
-    if prompts is None:
-        return None
-    parsed = load_prompt_file(prompts.file) if prompts.file else prompts_from_lines(prompts.list, "prompts", base)
-    return [p.label for p in parsed if not p.background]
 
 
 def _table(data: Mapping[str, Any], name: str, problems: list[str]) -> dict[str, Any]:
@@ -270,23 +263,36 @@ def _sources(value: Any, problems: list[str]) -> tuple[SourceSection, ...]:
     return tuple(out)
 
 
-def _prompts(table: Mapping[str, Any], base: Path, problems: list[str]) -> PromptsSection | None:
+def _prompts(table: Mapping[str, Any], base: Path, problems: list[str]
+             ) -> tuple[PromptsSection | None, tuple[Prompt, ...] | None]:  # fmt: skip
+    """The [prompts] section and its parsed prompts (both None when it is not valid)."""
     ok = _ok(table, "prompts")
     if ("file" in table) == ("list" in table):
         problems.append("prompts: give exactly one of prompts.file (reloadable) or prompts.list")
-        return None
+        return None, None
     cache = _resolve(base, ok["cache_dir"]) if "cache_dir" in ok else None
+    if "file" in ok:
+        section = PromptsSection(file=_resolve(base, ok["file"]), cache_dir=cache)
+    elif "list" in ok:
+        section = PromptsSection(list=tuple(ok["list"]), cache_dir=cache)
+    else:
+        return None, None
     try:
-        if "file" in ok:
-            file = _resolve(base, ok["file"])
-            load_prompt_file(file)
-            return PromptsSection(file=file, cache_dir=cache)
-        if "list" in ok:
-            prompts_from_lines(ok["list"], "prompts.list", base)
-            return PromptsSection(list=tuple(ok["list"]), cache_dir=cache)
+        return section, section_prompts(section, base)
     except EdgebindError as exc:
         problems.append(f"prompts.{'file' if 'file' in ok else 'list'}: {exc}")
-    return None
+    return None, None
+
+
+def section_prompts(section: PromptsSection, base: Path) -> tuple[Prompt, ...]:
+    """Parse the prompts a [prompts] section names: its file, or its list (examples relative to ``base``).
+
+    Raises:
+        PromptError: one line naming the file line or the list entry.
+    """
+    if section.file is not None:
+        return load_prompt_file(section.file)
+    return prompts_from_lines(section.list, "prompts.list", base)
 
 
 def prompts_from_lines(lines: Sequence[str], where: str, base_dir: Path | None = None) -> tuple[Prompt, ...]:

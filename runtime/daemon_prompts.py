@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from runtime.daemon_config import prompts_from_lines
+from runtime.daemon_config import prompts_from_lines, section_prompts
 from runtime.errors import EdgebindError
 from runtime.prompts import Prompt, PromptBank, load_prompt_file
 from runtime.stream import prompt_bank
@@ -39,10 +39,7 @@ class PromptControl:
     _count: Callable[..., None]  # the daemon's counter (name, n=1)
 
     def _config_prompts(self) -> tuple[Prompt, ...]:
-        p = self.cfg.prompts
-        if p.file is not None:
-            return load_prompt_file(p.file)
-        return prompts_from_lines(p.list, "prompts.list", self.cfg.path.parent)
+        return section_prompts(self.cfg.prompts, self.cfg.path.parent)
 
     def prompts(self) -> list[dict[str, Any]]:
         bank = self._bank
