@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import typing
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 from runtime.errors import ConfigError
@@ -121,6 +123,29 @@ def positive(v: Any) -> str | None:
 def choice(options: Sequence[Any]) -> Check:
     """One of ``options``."""
     return lambda v: None if v in options else f"{v!r} is not one of {', '.join(map(str, options))}"
+
+
+def non_empty_str(v: Any) -> str | None:
+    """A string with something besides whitespace."""
+    return None if isinstance(v, str) and v.strip() else f"expected a non-empty string, got {v!r}"
+
+
+def int_at_least(lo: int, hi: int | None = None) -> Check:
+    """An integer >= ``lo`` (and <= ``hi`` when given); booleans are not integers here."""
+
+    def check(v: Any) -> str | None:
+        if isinstance(v, bool) or not isinstance(v, int) or v < lo or (hi is not None and v > hi):
+            top = f" and <= {hi}" if hi is not None else ""
+            return f"expected an integer >= {lo}{top}, got {v!r}"
+        return None
+
+    return check
+
+
+def resolve_path(base: Path, value: str) -> Path:
+    """``value`` with ``~`` expanded, relative to ``base`` (the config file's folder) unless absolute."""
+    path = Path(os.path.expanduser(value))
+    return path if path.is_absolute() else base / path
 
 
 def toml_module() -> Any:

@@ -28,7 +28,17 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from runtime.config_util import Check, choice, config_from_dict, is_bool, positive, toml_module
+from runtime.config_util import (
+    Check,
+    choice,
+    config_from_dict,
+    int_at_least,
+    is_bool,
+    non_empty_str,
+    positive,
+    resolve_path,
+    toml_module,
+)
 from runtime.daemon_multimodal_config import SPECS as MULTIMODAL_SPECS
 from runtime.daemon_multimodal_config import fusion_section, memory_section
 from runtime.daemon_sections import (
@@ -65,20 +75,6 @@ class ConfigProblems(EdgebindError):
 
 
 # -- value checks -----------------------------------------------------------------------------
-def _is_str(v: Any) -> str | None:
-    return None if isinstance(v, str) and v.strip() else f"expected a non-empty string, got {v!r}"
-
-
-def _int_range(lo: int, hi: int | None = None) -> Check:
-    def check(v: Any) -> str | None:
-        if isinstance(v, bool) or not isinstance(v, int) or v < lo or (hi is not None and v > hi):
-            top = f" and <= {hi}" if hi is not None else ""
-            return f"expected an integer >= {lo}{top}, got {v!r}"
-        return None
-
-    return check
-
-
 def _str_list(v: Any) -> str | None:
     if not isinstance(v, list) or not v or not all(isinstance(s, str) and s.strip() for s in v):
         return f"expected a non-empty list of non-empty strings, got {v!r}"
@@ -93,19 +89,19 @@ def _backend(v: Any) -> str | None:
 
 SPECS: dict[str, dict[str, Check]] = {
     "daemon": {
-        "name": _is_str,
+        "name": non_empty_str,
         "status_interval_s": positive,
         "drain_timeout_s": positive,
         "publish_retry_max_s": positive,
         "source_wait_s": positive,
         "log_level": choice(LOG_LEVELS),
     },
-    "bundle": {"path": _is_str, "backend": _backend, "precision": choice(PRECISIONS), "threads": _int_range(0)},
-    "sources": {"uri": _is_str, "name": _is_str},
-    "prompts": {"file": _is_str, "list": _str_list, "cache_dir": _is_str},
-    "event_log": {"path": _is_str, "max_events": _int_range(10), "synchronous": choice(SYNC_MODES)},
-    "control": {"enabled": is_bool, "token_env": _is_str, "token_file": _is_str},
-    "http": {"enabled": is_bool, "host": _is_str, "port": _int_range(1, 65535), "allow_remote": is_bool},
+    "bundle": {"path": non_empty_str, "backend": _backend, "precision": choice(PRECISIONS), "threads": int_at_least(0)},
+    "sources": {"uri": non_empty_str, "name": non_empty_str},
+    "prompts": {"file": non_empty_str, "list": _str_list, "cache_dir": non_empty_str},
+    "event_log": {"path": non_empty_str, "max_events": int_at_least(10), "synchronous": choice(SYNC_MODES)},
+    "control": {"enabled": is_bool, "token_env": non_empty_str, "token_file": non_empty_str},
+    "http": {"enabled": is_bool, "host": non_empty_str, "port": int_at_least(1, 65535), "allow_remote": is_bool},
     **MULTIMODAL_SPECS,
 }
 REQUIRED = {"bundle": ("path",), "sources": ("uri",), "event_log": ("path",)}
@@ -212,11 +208,6 @@ def _section(cls: type, table: Mapping[str, Any], problems: list[str]) -> Any:
     return cls(**_ok(table, name))
 
 
-def _resolve(base: Path, value: str) -> Path:
-    path = Path(os.path.expanduser(value))
-    return path if path.is_absolute() else base / path
-
-
 def _http(table: Mapping[str, Any], problems: list[str]) -> HttpSection:
     section = HttpSection(**_ok(table, "http"))
     loopback = section.host == "localhost" or section.host.startswith("127.") or section.host == "::1"
@@ -230,7 +221,7 @@ def _bundle(table: Mapping[str, Any], base: Path, problems: list[str]) -> Bundle
     ok = _ok(table, "bundle")
     if "path" not in ok:
         return None
-    path = _resolve(base, ok.pop("path"))
+    path = resolve_path(base, ok.pop("path"))
     if not (path / "manifest.json").is_file():
         problems.append(f"bundle.path: {path} has no manifest.json; point it at a bundle directory")
     return BundleSection(path, **ok)
@@ -270,9 +261,9 @@ def _prompts(table: Mapping[str, Any], base: Path, problems: list[str]
     if ("file" in table) == ("list" in table):
         problems.append("prompts: give exactly one of prompts.file (reloadable) or prompts.list")
         return None, None
-    cache = _resolve(base, ok["cache_dir"]) if "cache_dir" in ok else None
+    cache = resolve_path(base, ok["cache_dir"]) if "cache_dir" in ok else None
     if "file" in ok:
-        section = PromptsSection(file=_resolve(base, ok["file"]), cache_dir=cache)
+        section = PromptsSection(file=resolve_path(base, ok["file"]), cache_dir=cache)
     elif "list" in ok:
         section = PromptsSection(list=tuple(ok["list"]), cache_dir=cache)
     else:
@@ -351,7 +342,7 @@ def _event_log(table: Mapping[str, Any], base: Path, problems: list[str]) -> Eve
     ok = _ok(table, "event_log")
     if "path" not in ok:
         return None
-    path = _resolve(base, ok.pop("path"))
+    path = resolve_path(base, ok.pop("path"))
     if path.is_dir():
         problems.append(f"event_log.path: {path} is a directory; name a file, e.g. {path / 'events.db'}")
     return EventLogSection(path, **ok)
@@ -361,7 +352,7 @@ def _control(table: Mapping[str, Any], base: Path, environ: Mapping[str, str], p
              ) -> ControlSection | None:  # fmt: skip
     ok = _ok(table, "control")
     if "token_file" in ok:
-        ok["token_file"] = _resolve(base, ok["token_file"])
+        ok["token_file"] = resolve_path(base, ok["token_file"])
     section = ControlSection(**ok)
     if not section.enabled:
         return section

@@ -11,13 +11,12 @@ fusion file is loaded and validated here, and every fused label must have a prom
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runtime.config_util import Check, choice, is_bool
+from runtime.config_util import Check, choice, int_at_least, is_bool, non_empty_str, resolve_path
 from runtime.errors import EdgebindError
 from runtime.fusion import FusionConfig
 
@@ -45,15 +44,6 @@ class MemorySection:
     dtype: str = "float32"
 
 
-def _path_str(v: Any) -> str | None:
-    return None if isinstance(v, str) and v.strip() else f"expected a non-empty string, got {v!r}"
-
-
-def _count(v: Any) -> str | None:
-    ok = isinstance(v, int) and not isinstance(v, bool) and v >= 1
-    return None if ok else f"expected an integer >= 1, got {v!r}"
-
-
 def _duration(v: Any) -> str | None:
     from runtime.search import parse_duration_s
 
@@ -67,8 +57,8 @@ def _duration(v: Any) -> str | None:
 
 
 SPECS: dict[str, dict[str, Check]] = {
-    "fusion": {"enabled": is_bool, "file": _path_str, "publish_single": is_bool},
-    "memory": {"enabled": is_bool, "path": _path_str, "max_windows": _count, "max_age": _duration,
+    "fusion": {"enabled": is_bool, "file": non_empty_str, "publish_single": is_bool},
+    "memory": {"enabled": is_bool, "path": non_empty_str, "max_windows": int_at_least(1), "max_age": _duration,
                "dtype": choice(MEMORY_DTYPES)},
 }
 
@@ -76,11 +66,6 @@ SPECS: dict[str, dict[str, Check]] = {
 def _valid(table: Mapping[str, Any], name: str) -> dict[str, Any]:
     spec = SPECS[name]
     return {k: v for k, v in table.items() if k in spec and spec[k](v) is None}
-
-
-def _resolve(base: Path, value: str) -> Path:
-    path = Path(os.path.expanduser(value))
-    return path if path.is_absolute() else base / path
 
 
 def fusion_section(table: Mapping[str, Any], base: Path, labels: Iterable[str] | None, problems: list[str]
@@ -93,7 +78,7 @@ def fusion_section(table: Mapping[str, Any], base: Path, labels: Iterable[str] |
     from runtime.fusion_stage import load_fusion_config
 
     ok = _valid(table, "fusion")
-    file = _resolve(base, ok.pop("file")) if "file" in ok else None
+    file = resolve_path(base, ok.pop("file")) if "file" in ok else None
     section = FusionSection(file=file, **ok)
     if not section.enabled:
         return section
@@ -117,7 +102,7 @@ def memory_section(table: Mapping[str, Any], base: Path, problems: list[str]) ->
     from runtime.search import parse_duration_s
 
     ok = _valid(table, "memory")
-    path = _resolve(base, ok.pop("path")) if "path" in ok else None
+    path = resolve_path(base, ok.pop("path")) if "path" in ok else None
     age = ok.pop("max_age", None)
     section = MemorySection(path=path, max_age_s=None if age is None else parse_duration_s(str(age)), **ok)
     if section.enabled and path is None:
