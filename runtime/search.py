@@ -48,9 +48,9 @@ def parse_when(text: str, now_ns: int | None = None) -> int:
     """A wall-clock ns time from ``"10m"`` (ago), a bare number of seconds ago, or an ISO time."""
     now_ns = time.time_ns() if now_ns is None else now_ns
     s = str(text).strip()
-    m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([smhdw]?)", s)
-    if m:
-        return now_ns - int(float(m.group(1)) * _UNITS[m.group(2) or "s"] * 1e9)
+    seconds = _duration_s(s)
+    if seconds is not None:
+        return now_ns - int(seconds * 1e9)
     try:
         t = dt.datetime.fromisoformat(s)
     except ValueError:
@@ -66,10 +66,16 @@ def parse_duration_s(text: str) -> float:
     Raises:
         InputError: anything else (one line with the accepted forms).
     """
-    m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([smhdw]?)", str(text).strip())
-    if not m or float(m.group(1)) <= 0:
+    seconds = _duration_s(str(text).strip())
+    if seconds is None or seconds <= 0:
         raise InputError(f"bad duration {text!r}: use a positive number of seconds or 90s, 10m, 2h, 7d, 1w")
-    return float(m.group(1)) * _UNITS[m.group(2) or "s"]
+    return seconds
+
+
+def _duration_s(text: str) -> float | None:
+    """Seconds of ``"90"``, ``"90s"``, ``"10m"``, ``"2h"``, ``"7d"``, ``"1w"``; None if it is not one."""
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([smhdw]?)", text)
+    return None if m is None else float(m.group(1)) * _UNITS[m.group(2) or "s"]
 
 
 def ago(seconds: float) -> str:
