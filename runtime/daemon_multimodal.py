@@ -103,12 +103,10 @@ class Multimodal:
                              "failed_this_run": self.recorder.failed}  # fmt: skip
         return out
 
-    def flush(self) -> list:
-        """Close open fused events at the end of the run (returned) and commit the memory's tail."""
-        closed = self.stage.flush() if self.stage is not None else []
-        if self.recorder is not None:
-            self.recorder.memory.flush()
-        return closed
+    def flush(self) -> None:
+        """Close open fused events at the end of the run (the memory commits its tail on :meth:`close`)."""
+        if self.stage is not None:
+            self.stage.flush()
 
     def close(self) -> None:
         """Close the memory (idempotent)."""

@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +42,7 @@ from runtime.types import Modality
 
 FRAME_MODALITIES = frozenset({Modality.DEPTH, Modality.THERMAL, Modality.VISION})
 MAX_CONFIG_BYTES = 1 << 20
+CLOSED_KEPT = 1000  # closed fused events kept for flush() (a daemon runs for months: bounded)
 
 
 @dataclass(frozen=True)
@@ -132,8 +134,8 @@ class FusionStage:
         self._on_fused = on_fused
         self._clock = clock_ns
         self._lock = threading.Lock()
+        self._closed: deque[FusedEvent] = deque(maxlen=CLOSED_KEPT)
         self.windows = 0
-        self.events = 0
         self.by_label: dict[str, int] = {}
 
     def swap_bank(self, bank: PromptBank) -> None:
@@ -157,25 +159,24 @@ class FusionStage:
         with self._lock:
             self.windows += 1
             for event in opened:
-                self.events += 1
                 self.by_label[event.label] = self.by_label.get(event.label, 0) + 1
+            self._closed.extend(self._fuser.closed())
         for event in opened:
             if self._on_fused is not None:
                 self._on_fused(FusedPipelineEvent(event, key, min(last_ns, now_ns), now_ns))
 
-    def closed(self) -> list[FusedEvent]:
-        """Fused events closed since the last call (final extent and peak score)."""
-        return self._fuser.closed()
-
     def flush(self) -> list[FusedEvent]:
-        """Close every open fused event (end of the run) and return all not yet returned by :meth:`closed`."""
+        """Close every open fused event (end of the run); the closed events, oldest first (the last
+        :data:`CLOSED_KEPT`), with their final extent and peak score."""
         self._fuser.flush()
-        return self._fuser.closed()
+        with self._lock:
+            self._closed.extend(self._fuser.closed())
+            return list(self._closed)
 
     def counters(self) -> dict[str, Any]:
         """Windows fused, fused events raised, and events per label."""
         with self._lock:
-            return {"windows": self.windows, "events": self.events, "by_label": dict(self.by_label)}
+            return {"windows": self.windows, "events": sum(self.by_label.values()), "by_label": dict(self.by_label)}
 
 
 def fused_event_to_dict(fe: FusedPipelineEvent, t0_ns: int) -> dict[str, Any]:
