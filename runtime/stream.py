@@ -183,7 +183,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             recorder.memory.close()
     if stage is not None:
         stage.flush()
-        sink.extra["fusion"] = {k: v for k, v in stage.counters().items() if k != "by_label"}
+        counts = stage.counters()
+        sink.extra["fusion"] = {"events": counts["events"], "windows": counts["windows"],
+                                "events_by_label": counts["by_label"]}  # fmt: skip
     if recorder is not None:
         sink.extra["memory"] = {"path": str(args.memory), "stored": recorder.stored, "failed": recorder.failed,
                                 "windows": kept, "capacity": recorder.memory.capacity}  # fmt: skip

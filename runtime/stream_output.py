@@ -30,7 +30,6 @@ class EventSink:
         self.single = single
         self.t0_ns = time.monotonic_ns()
         self.labels: Counter[str] = Counter()
-        self.fused_labels: Counter[str] = Counter()
         self.extra: dict[str, Any] = {}  # more summary keys (fusion, memory), set by the caller
         self._lock = threading.Lock()
 
@@ -45,7 +44,6 @@ class EventSink:
         """Write one fused event (``FusionStage`` ``on_fused`` callback)."""
         row = fused_event_to_dict(event, self.t0_ns)
         with self._lock:
-            self.fused_labels[row["label"]] += 1
             self._write(row, "FUSED " + "+".join(f"{m} {v:.2f}" for m, v in row["per_modality"].items()))
 
     def _write(self, row: dict[str, Any], detail: str) -> None:
@@ -62,8 +60,6 @@ class EventSink:
         row |= status.to_dict()
         row["events_by_label"] = dict(self.labels)
         row |= self.extra
-        if "fusion" in row:
-            row["fusion"]["events_by_label"] = dict(self.fused_labels)
         with self._lock:
             if self.as_json:
                 self.out.write(json.dumps(row) + "\n")
