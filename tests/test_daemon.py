@@ -354,7 +354,7 @@ def test_mqtt_zenoh_http_with_sim_and_serial_sources(tmp_path: Path) -> None:
     pytest.importorskip("serial", reason="pyserial is not installed")
     pytest.importorskip("zenoh", reason="eclipse-zenoh is not installed")
     pytest.importorskip("paho.mqtt", reason="paho-mqtt is not installed")
-    from sinks_support import MOSQUITTO, MqttCollector, free_port, running_broker, zenoh_client, zenoh_get
+    from tests.sinks_support import MOSQUITTO, MqttCollector, free_port, running_broker, zenoh_client, zenoh_get
 
     if MOSQUITTO is None:
         pytest.skip("mosquitto binary absent (apt-get install mosquitto)")
