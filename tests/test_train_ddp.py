@@ -7,43 +7,27 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 torch = pytest.importorskip("torch")
 
 from export.checkpoint import load_state_dict_file  # noqa: E402
-from export.config import ModelConfig, TowerConfig, save_config  # noqa: E402
+from export.config import save_config  # noqa: E402
 from export.train.__main__ import main  # noqa: E402
 from export.train.metrics import read_metrics  # noqa: E402
+from tests.train_support import AUDIO, IMAGE, micro_model_config  # noqa: E402
 
 pytestmark = pytest.mark.torch
 
 ROOT = Path(__file__).resolve().parents[1]
-IMAGE = [3, 2, 32, 32]
-AUDIO = [1, 32, 32]
-
-
-def micro_model_config() -> ModelConfig:
-    """Six one-block towers of width 16 on 32x32 inputs."""
-
-    def tower(shape: list[int], kernel: tuple[int, ...], **kw: Any) -> TowerConfig:
-        return TowerConfig(embed_dim=16, num_blocks=1, num_heads=2, input_shape=tuple(shape), kernel_size=kernel, **kw)
-
-    return ModelConfig(
-        name="micro", out_embed_dim=16,
-        vision=tower(IMAGE, (2, 16, 16)), text=tower([8], (), vocab_size=64),
-        audio=tower(AUDIO, (16, 16), stride=(16, 16), bias_kv=True),
-        depth=tower([1, 32, 32], (16, 16), bias_kv=True), thermal=tower([1, 32, 32], (16, 16), bias_kv=True),
-        imu=tower([6, 64], (8,), bias_kv=True),
-    )  # fmt: skip
 
 
 def write_run(tmp_path: Path) -> Path:
     save_config(micro_model_config(), tmp_path / "micro.json")
     dataset = {"factory": "export.train.synthetic:SyntheticPairs",
-               "kwargs": {"num_items": 24, "modality": "audio", "image_shape": IMAGE, "modality_shape": AUDIO}}
+               "kwargs": {"num_items": 24, "modality": "audio", "image_shape": list(IMAGE),
+                          "modality_shape": list(AUDIO)}}
     run = {"model": str(tmp_path / "micro.json"), "pairs": ["vision", "audio"], "train_anchor": True,
            "learn_temperature": True, "train_data": dataset, "steps": 6, "batch_size": 8, "grad_accum": 2,
            "lr": 3e-3, "warmup_steps": 1, "checkpoint_every": 3, "plot": False, "device": "cpu"}  # fmt: skip

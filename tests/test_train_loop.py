@@ -12,7 +12,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from export.checkpoint import CheckpointError, load_state_dict_file  # noqa: E402
-from export.config import ModelConfig, TowerConfig, load_config, save_config  # noqa: E402
+from export.config import load_config, save_config  # noqa: E402
 from export.model import build_model  # noqa: E402
 from export.train import checkpointing  # noqa: E402
 from export.train.config import TrainConfig, load_train_config, train_config_from_dict  # noqa: E402
@@ -21,26 +21,10 @@ from export.train.loop import Trainer  # noqa: E402
 from export.train.metrics import read_metrics  # noqa: E402
 from export.train.synthetic import SyntheticPairs  # noqa: E402
 from runtime.errors import ConfigError  # noqa: E402
+from tests.train_support import AUDIO, IMAGE, micro_model_config  # noqa: E402
 
 pytestmark = pytest.mark.torch
 
-IMAGE = (3, 2, 32, 32)
-AUDIO = (1, 32, 32)
-
-
-def micro_model_config(audio_drop_path: float = 0.0) -> ModelConfig:
-    """Six one-block towers of width 16 on 32x32 inputs (a full model builds in milliseconds)."""
-
-    def tower(shape: tuple[int, ...], kernel: tuple[int, ...], **kw: Any) -> TowerConfig:
-        return TowerConfig(embed_dim=16, num_blocks=1, num_heads=2, input_shape=shape, kernel_size=kernel, **kw)
-
-    return ModelConfig(
-        name="micro", out_embed_dim=16,
-        vision=tower(IMAGE, (2, 16, 16)), text=tower((8,), (), vocab_size=64),
-        audio=tower(AUDIO, (16, 16), stride=(16, 16), bias_kv=True, drop_path=audio_drop_path),
-        depth=tower((1, 32, 32), (16, 16), bias_kv=True), thermal=tower((1, 32, 32), (16, 16), bias_kv=True),
-        imu=tower((6, 64), (8,), bias_kv=True),
-    )  # fmt: skip
 
 
 @pytest.fixture(scope="module")

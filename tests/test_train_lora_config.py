@@ -10,38 +10,24 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from export.checkpoint import load_checkpoint, load_state_dict_file  # noqa: E402
-from export.config import ModelConfig, TowerConfig, load_config, save_config  # noqa: E402
+from export.config import load_config, save_config  # noqa: E402
 from export.model import build_model  # noqa: E402
 from export.train.config import TrainConfig, train_config_from_dict  # noqa: E402
 from export.train.loop import Trainer  # noqa: E402
 from export.train.lora import count_parameters, has_lora  # noqa: E402
 from export.train.synthetic import SyntheticPairs  # noqa: E402
 from runtime.errors import ConfigError  # noqa: E402
+from tests.train_support import AUDIO, IMAGE, micro_model_config  # noqa: E402
 
 pytestmark = pytest.mark.torch
 
-IMAGE = (3, 2, 32, 32)
-AUDIO = (1, 32, 32)
 LORA = {"rank": 2, "alpha": 4}
-
-
-def micro_model_config() -> ModelConfig:
-    def tower(shape: tuple[int, ...], kernel: tuple[int, ...], **kw: Any) -> TowerConfig:
-        return TowerConfig(embed_dim=16, num_blocks=2, num_heads=2, input_shape=shape, kernel_size=kernel, **kw)
-
-    return ModelConfig(
-        name="micro", out_embed_dim=16,
-        vision=tower(IMAGE, (2, 16, 16)), text=tower((8,), (), vocab_size=64),
-        audio=tower(AUDIO, (16, 16), stride=(16, 16), bias_kv=True, drop_path=0.2),
-        depth=tower((1, 32, 32), (16, 16), bias_kv=True), thermal=tower((1, 32, 32), (16, 16), bias_kv=True),
-        imu=tower((6, 64), (8,), bias_kv=True),
-    )  # fmt: skip
 
 
 @pytest.fixture(scope="module")
 def model_json(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("micro") / "micro.json"
-    save_config(micro_model_config(), path)
+    save_config(micro_model_config(num_blocks=2, audio_drop_path=0.2), path)
     return path
 
 
